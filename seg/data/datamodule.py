@@ -1,0 +1,104 @@
+"""The LightningDataModule shared by every dataset: splits, transforms, loaders and per-worker seeding."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own seed for numpy, random *and* the albumentations pipeline.
+
+    Albumentations 2.x keeps its own generator inside each Compose; forked workers would otherwise all
+    replay the same augmentations. torch gives every worker ``base_seed + worker_id``, new each epoch.
+    """
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+class SegDataModule(pl.LightningDataModule):
+    """Builds ``dataset(root=..., split=..., transform=...)`` for the train and val splits.
+
+    ``prepare`` (optional) is called as ``prepare(root)`` once per node before set-up, e.g. to generate
+    the embedded synthetic data.
+    """
+
+    def __init__(
+        self,
+        dataset: Callable,
+        root: str | Path,
+        train_transform: Callable | None = None,
+        val_transform: Callable | None = None,
+        num_classes: int | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        batch_size: int = 16,
+        val_batch_size: int = 1,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        prepare: Callable | None = None,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.root = Path(root)
+        self.train_transform = train_transform
+        self.val_transform = val_transform
+        self.num_classes = num_classes
+        self.train_split, self.val_split = train_split, val_split
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.prepare = prepare
+        self.train_set = self.val_set = None
+
+    def prepare_data(self) -> None:
+        if self.prepare is not None:
+            self.prepare(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self.dataset(root=self.root, split=self.train_split, transform=self.train_transform)
+        if self.val_set is None:
+            self.val_set = self.dataset(root=self.root, split=self.val_split, transform=self.val_transform)
+        if self.num_classes is not None and self.val_set.num_classes != self.num_classes:
+            raise ValueError(
+                f"data.num_classes={self.num_classes} but {type(self.val_set).__name__} has "
+                f"{self.val_set.num_classes} classes"
+            )
+        for ds in (self.train_set, self.val_set):
+            # seeds the main-process pipeline too (num_workers=0); workers reseed in seed_worker
+            if ds is not None and hasattr(ds.transform, "set_random_seed"):
+                ds.transform.set_random_seed(torch.initial_seed() % 2**32)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names of the configured dataset (available after ``setup``)."""
+        return list(self.val_set.classes)
+
+    def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,  # a last batch of 1 would break BatchNorm in ASPP's pooling branch
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=seed_worker,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.val_batch_size, train=False)

@@ -1,0 +1,64 @@
+"""Shared fixtures: Hydra compose-API configs with tmp_path run folders and a small generated dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from seg.data.synthetic import generate
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY = {"num_train": 24, "num_val": 5, "size": 64, "seed": 0}
+
+
+def compose_cfg(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose a config the way ``python -m seg.train`` would, with the hydra node available."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    """A small synthetic VOC-layout tree (24 train / 5 val images of 64 px), generated once per session."""
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    generate(root, **TINY)
+    return root
+
+
+@pytest.fixture
+def cfg_train(tmp_path: Path, tiny_data_dir: Path) -> DictConfig:
+    """The default training config shrunk to seconds: tiny data, ResNet-18, one short epoch, no workers."""
+    cfg = compose_cfg(
+        [
+            f"data.root={tiny_data_dir}",
+            *(f"data.prepare.{k}={v}" for k, v in TINY.items()),
+            "data.train_transform.crop_size=64",
+            "data.batch_size=4",
+            "data.val_batch_size=5",
+            "data.num_workers=0",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "trainer.log_every_n_steps=1",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+        ]
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path)
+        del cfg.hydra
+    return cfg
+
+
+def needs_shared(sub: str) -> Path:
+    """Path of a ../shared/data folder, or skip the test with the reason when it is absent."""
+    path = SHARED_DATA / sub
+    if not path.is_dir():
+        pytest.skip(f"real data {path} not present (fresh clone without ../shared)")
+    return path

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.aggregation import MaxMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seg.metrics import metrics_from_confmat
 
@@ -101,7 +101,9 @@ class SegModule(LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         warmup = min(self.hparams.warmup_iters, total - 1)
         # DeepLab's "poly" policy: lr * (1 - iter / max_iter) ** 0.9, stepped every iteration
-        poly = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total - warmup, power=self.hparams.poly_power)
+        poly = torch.optim.lr_scheduler.PolynomialLR(
+            optimizer, total_iters=total - warmup, power=self.hparams.poly_power
+        )
         scheduler = poly
         if warmup > 0:
             linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)

@@ -1,9 +1,10 @@
 """The embedded default dataset: textured shapes written as a real VOC-layout tree on first use.
 
-Every region (background and each object) is filled from the *same* texture distribution (a random colour,
-oriented stripes of random period, pixel noise), so a pixel's class cannot be read from its neighbourhood: only the
-object's outline, seen at object scale, tells a disk from a square, a triangle or a cross. That is the property that
-makes a large receptive field (dilation, ASPP) matter, while fine output resolution matters at the boundaries.
+Every object, whatever its class, is filled from the *same* texture distribution (a random saturated colour,
+oriented stripes of random period, pixel noise) and lies on a blotchy grey textured background. A small
+neighbourhood tells "object" from "background", but never which object: only the outline, seen at object scale,
+tells a disk from a square, a triangle or a cross. That makes a large receptive field (dilation, ASPP) matter, while the 255 void
+band and the sharp corners make fine output resolution matter.
 """
 
 from __future__ import annotations
@@ -29,17 +30,23 @@ class SyntheticShapes(VOCSegmentation):
     classes = SYNTHETIC_CLASSES
 
 
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A size x size x 3 float texture of soft grey blotches (low saturation) plus pixel noise."""
+    grey = rng.uniform(60, 200) + rng.uniform(-12, 12, size=3)
+    blotches = cv2.resize(rng.normal(0, 30, size=(6, 6)), (size, size), interpolation=cv2.INTER_CUBIC)
+    return grey + blotches[..., None] + rng.normal(0, 8, size=(size, size, 3))
+
+
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A size x size x 3 float texture drawn from one distribution shared by every class."""
-    colour = rng.uniform(40, 215, size=3)
+    """A size x size x 3 float texture of saturated colour and oriented stripes, one distribution for all objects."""
+    hsv = np.uint8([[[rng.integers(0, 180), rng.integers(140, 256), rng.integers(130, 256)]]])
+    colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
     theta = rng.uniform(0, math.pi)
     period = rng.uniform(4, 14)
-    amplitude = rng.uniform(10, 45)
+    amplitude = rng.uniform(10, 35)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     stripes = np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period)
-    tint = rng.uniform(-1, 1, size=3)
-    tex = colour + amplitude * stripes[..., None] * tint + rng.normal(0, 8, size=(size, size, 3))
-    return tex
+    return colour + amplitude * stripes[..., None] + rng.normal(0, 8, size=(size, size, 3))
 
 
 def _shape_mask(cls: int, cx: float, cy: float, r: float, angle: float, size: int) -> np.ndarray:
@@ -65,7 +72,7 @@ def _shape_mask(cls: int, cx: float, cy: float, r: float, angle: float, size: in
 
 def render_sample(rng: np.random.Generator, size: int = 128, max_objects: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 HxWx3 RGB, mask uint8 HxW with 255 void bands) sample."""
-    image = _texture(rng, size)
+    image = _background(rng, size)
     label = np.zeros((size, size), np.uint8)
     occupied = np.zeros((size, size), bool)
     void = np.zeros((size, size), bool)
@@ -73,7 +80,7 @@ def render_sample(rng: np.random.Generator, size: int = 128, max_objects: int = 
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):  # place without overlap so every outline stays whole
             cls = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
-            r = rng.uniform(0.16, 0.30) * size
+            r = rng.uniform(0.18, 0.34) * size
             cx, cy = rng.uniform(r, size - r, size=2)
             obj = _shape_mask(cls, cx, cy, r, rng.uniform(0, 2 * math.pi), size).astype(bool)
             grown = cv2.dilate(obj.astype(np.uint8), kernel, iterations=2).astype(bool)
@@ -98,7 +105,7 @@ def generate(
     Sample i of a split is drawn from its own seed (seed, split, i): the tree is identical on every machine.
     """
     root = Path(root)
-    spec = {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed, "version": 1}
+    spec = {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed, "version": 2}
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == spec and _complete(root):
         return root
@@ -125,6 +132,7 @@ def _complete(root: Path) -> bool:
         if not lst.is_file():
             return False
         for i in lst.read_text().split():
-            if not ((root / "JPEGImages" / f"{i}.jpg").is_file() and (root / "SegmentationClass" / f"{i}.png").is_file()):
+            image, mask = root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png"
+            if not (image.is_file() and mask.is_file()):
                 return False
     return True

@@ -1,4 +1,5 @@
-"""Pascal VOC 2012 layout reader: ``JPEGImages/``, ``SegmentationClass/`` and ``ImageSets/Segmentation/``."""
+"""Pascal VOC 2012 reader (``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/``) and the
+``SegmentationDataset`` machinery every dataset shares: listed pairs checked at set-up, checked loading."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ IGNORE_INDEX = 255
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
 )  # fmt: skip
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:
-    """The VOC devkit colour map (``labelcolormap.m``): class i's RGB from the bits of i, shape (n, 3) uint8."""
+    """The VOC devkit colour map (``labelcolormap.m``): class i's RGB from the bits of i, (n, 3) uint8."""
     cmap = np.zeros((n, 3), dtype=np.uint8)
     for i in range(n):
         c, r, g, b = i, 0, 0, 0
@@ -31,11 +33,139 @@ def voc_colormap(n: int = 256) -> np.ndarray:
     return cmap
 
 
-class VOCSegmentation:
-    """A dataset in the VOC 2012 segmentation layout under ``root`` (the folder holding ``JPEGImages``).
+def palette_from(colours: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    """A (256, 3) uint8 palette: the class colours first, black for every other index (255 = void)."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(colours)] = np.asarray(colours, dtype=np.uint8)
+    return palette
 
-    Returns ``(image uint8 HxWx3 RGB, mask uint8 HxW)`` when ``transform`` is None, else whatever the
-    albumentations ``transform`` returns for ``image=..., mask=...`` as an ``(image, mask)`` pair.
+
+def read_list(path: Path, owner: str) -> list[str]:
+    """Non-empty stripped lines of a split list; a missing or empty list raises naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{owner}: split list {path} does not exist; expected one image id per line")
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{owner}: split list {path} is empty")
+    return lines
+
+
+class SegmentationDataset:
+    """The shared dataset machinery: ``(root, split, transform=None)``, ``ids``, ``files``, ``load(index)``.
+
+    Subclasses set ``classes``, ``palette`` and ``layout`` (the expected tree, quoted in errors) and
+    implement ``_list_pairs()``; ``read_mask`` may convert a dataset's on-disk encoding to class indices.
+    Every listed file is checked for existence at construction (``check_files=False`` defers that to
+    ``load``, for the checker).
+    """
+
+    classes: tuple[str, ...] = ()
+    palette: np.ndarray = voc_colormap()
+    layout: str = ""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Callable | None = None,
+        *,
+        check_files: bool = True,
+    ) -> None:
+        self.split = split
+        self.transform = transform
+        self.root = self._resolve_root(Path(root))
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"{self.name}: dataset root {self.root} does not exist; expected {self.layout} "
+                "(set data.root=...)"
+            )
+        pairs = self._list_pairs()
+        self.ids = [i for i, _, _ in pairs]
+        self.files = [(image, mask) for _, image, mask in pairs]
+        if check_files:
+            self._check_files()
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _resolve_root(self, root: Path) -> Path:
+        return root
+
+    def _list_pairs(self) -> list[tuple[str, Path, Path]]:
+        """(id, image path, mask path) for every sample of ``self.split``."""
+        raise NotImplementedError
+
+    def _check_files(self) -> None:
+        missing = [str(p) for pair in self.files for p in pair if not p.is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise FileNotFoundError(
+                f"{self.name}: {missing[0]}{more} is listed in split '{self.split}' but missing; "
+                f"expected {self.layout} under {self.root}"
+            )
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """The class-index mask of ``path`` (uint8 HxW); datasets with another encoding convert it here."""
+        return read_index_mask(path)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def inspect(self, index: int) -> tuple[np.ndarray | None, np.ndarray | None, list[Exception]]:
+        """Read pair ``index`` and run every per-sample check, collecting the errors (each names its file).
+
+        The one implementation of the checks: ``load`` raises the first error, the checker lists them all.
+        """
+        image_path, mask_path = self.files[index]
+        image = mask = None
+        errors: list[Exception] = []
+        try:
+            image = read_image(image_path)
+        except (OSError, ValueError) as e:
+            errors.append(e)
+        try:
+            mask = self.read_mask(mask_path)
+        except (OSError, ValueError) as e:
+            errors.append(e)
+        if image is not None and mask is not None and image.shape[:2] != mask.shape:
+            errors.append(ValueError(
+                f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image {image_path} "
+                f"size {image.shape[1]}x{image.shape[0]}"
+            ))  # fmt: skip
+        if mask is not None:
+            bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
+            if bad.any():
+                values = sorted(np.unique(mask[bad]).tolist())[:5]
+                known = f"0..{self.num_classes - 1} and {IGNORE_INDEX} (void)"
+                errors.append(ValueError(f"{mask_path}: label values {values} outside {known}"))
+        return image, mask, errors
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Checked untransformed pair (image uint8 HxWx3 RGB, mask uint8 HxW); bad files raise by name."""
+        image, mask, errors = self.inspect(index)
+        if errors:
+            raise errors[0]
+        return image, mask
+
+    def __getitem__(self, index: int):
+        image, mask = self.load(index)
+        if self.transform is None:
+            return image, mask
+        out = self.transform(image=image, mask=mask)
+        return out["image"], out["mask"]
+
+
+class VOCSegmentation(SegmentationDataset):
+    """A dataset in the VOC 2012 segmentation layout.
+
+    ``root`` may be ``VOCdevkit/VOC2012`` (the folder holding ``JPEGImages``), ``VOCdevkit`` or the folder
+    holding ``VOCdevkit``. Masks are palette PNGs read as indices 0..20, with 255 (void) kept as the ignore
+    label.
     """
 
     classes: tuple[str, ...] = VOC_CLASSES
@@ -46,68 +176,17 @@ class VOCSegmentation:
     image_ext = ".jpg"
     mask_ext = ".png"
 
-    def __init__(self, root: str | Path, split: str = "train", transform: Callable | None = None) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.transform = transform
-        self.ids = self._read_split()
-        self.files = [
-            (self.root / self.image_dir / f"{i}{self.image_ext}", self.root / self.mask_dir / f"{i}{self.mask_ext}")
-            for i in self.ids
-        ]
-        missing = [str(p) for pair in self.files for p in pair if not p.is_file()]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise FileNotFoundError(
-                f"{type(self).__name__}: {missing[0]}{more} is listed in split '{split}' but missing; expected "
-                f"{self.image_dir}/<id>{self.image_ext} and {self.mask_dir}/<id>{self.mask_ext} under {self.root}"
-            )
+    layout = "JPEGImages/<id>.jpg, SegmentationClass/<id>.png and ImageSets/Segmentation/<split>.txt"
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def _resolve_root(self, root: Path) -> Path:
+        for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+            if (candidate / self.image_dir).is_dir():
+                return candidate
+        return root
 
-    def _read_split(self) -> list[str]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"{type(self).__name__}: dataset root {self.root} does not exist; expected a folder holding "
-                f"{self.image_dir}/, {self.mask_dir}/ and {self.split_dir}/<split>.txt (set data.root=...)"
-            )
-        split_file = self.root / self.split_dir / f"{self.split}.txt"
-        if not split_file.is_file():
-            raise FileNotFoundError(
-                f"{type(self).__name__}: split list {split_file} does not exist; expected one image id per line"
-            )
-        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-        if not ids:
-            raise ValueError(f"{type(self).__name__}: split list {split_file} is empty")
-        return ids
+    def _list_pairs(self) -> list[tuple[str, Path, Path]]:
+        ids = read_list(self.root / self.split_dir / f"{self.split}.txt", self.name)
+        return [(i, self.image_path(i), self.root / self.mask_dir / f"{i}{self.mask_ext}") for i in ids]
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read one untransformed pair and check it (sizes agree, labels are known classes or 255)."""
-        image_path, mask_path = self.files[index]
-        image = read_image(image_path)
-        mask = read_index_mask(mask_path)
-        if image.shape[:2] != mask.shape:
-            raise ValueError(
-                f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image {image_path} "
-                f"size {image.shape[1]}x{image.shape[0]}"
-            )
-        bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX)
-        if bad.any():
-            values = sorted(set(np.unique(mask[bad]).tolist()))[:5]
-            raise ValueError(
-                f"{mask_path}: label values {values} outside 0..{self.num_classes - 1} and {IGNORE_INDEX} (void)"
-            )
-        return image, mask
-
-    def __getitem__(self, index: int):
-        image, mask = self.load(index)
-        if self.transform is None:
-            return image, mask
-        out = self.transform(image=image, mask=mask)
-        return out["image"], out["mask"]
-
+    def image_path(self, sample_id: str) -> Path:
+        return self.root / self.image_dir / f"{sample_id}{self.image_ext}"

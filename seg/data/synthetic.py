@@ -3,8 +3,8 @@
 Every object, whatever its class, is filled from the *same* texture distribution (a random saturated colour,
 oriented stripes of random period, pixel noise) and lies on a blotchy grey textured background. A small
 neighbourhood tells "object" from "background", but never which object: only the outline, seen at object scale,
-tells a disk from a square, a triangle or a cross. That makes a large receptive field (dilation, ASPP) matter, while the 255 void
-band and the sharp corners make fine output resolution matter.
+tells a disk from a square, a triangle or a cross. That makes a large receptive field (dilation, ASPP)
+matter, while the 255 void band and the sharp corners make fine output resolution matter.
 """
 
 from __future__ import annotations

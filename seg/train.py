@@ -35,6 +35,8 @@ def train(cfg: DictConfig) -> float:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # data errors (missing root, bad split) surface before any model is built
+    datamodule.setup("fit")
     model = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

@@ -299,7 +299,7 @@ def _trees(tmp_path: Path, h: int = H, w: int = W) -> dict[str, Path]:
 )
 def test_data_configs_build_their_datasets(tmp_path, name, train_len, crop):
     root = _trees(tmp_path)[name]
-    dm = instantiate(compose_cfg([f"data={name}", f"data.root={root}", "data.num_workers=0"]).data)
+    dm = instantiate(compose_cfg([f"data={name}", f"data.root={root}", "data.num_workers=0", "data.batch_size=2"]).data)
     dm.setup("fit")
     assert len(dm.train_set) == train_len and dm.val_batch_size == 1
     image, mask = dm.train_set[0]

@@ -70,6 +70,11 @@ class SegDataModule(pl.LightningDataModule):
             self.train_set = self.dataset(root=self.root, split=self.train_split, transform=self.train_transform)
         if self.val_set is None:
             self.val_set = self.dataset(root=self.root, split=self.val_split, transform=self.val_transform)
+        if self.train_set is not None and len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} but split '{self.train_split}' of {self.root} has only "
+                f"{len(self.train_set)} images: every batch would be dropped (lower data.batch_size)"
+            )
         if self.num_classes is not None and self.val_set.num_classes != self.num_classes:
             raise ValueError(
                 f"data.num_classes={self.num_classes} but {type(self.val_set).__name__} has "

@@ -19,6 +19,9 @@ def read_image(path: str | Path) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise ValueError(f"{path}: cannot decode image (corrupt or not an image file)")
+    # OpenCV 4.x decodes a truncated JPEG with only a warning: check the end-of-image marker ourselves
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-16:].tobytes():
+        raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

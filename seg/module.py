@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from torch import nn
 from torchmetrics.aggregation import MaxMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from seg.inference import InferenceConfig, infer
 from seg.metrics import metrics_from_confmat
 
 IGNORE_INDEX = 255
@@ -16,6 +16,9 @@ IGNORE_INDEX = 255
 
 class SegModule(LightningModule):
     """Trains ``net`` (any module mapping (B,3,H,W) to logits, or to {"out", "aux"} in train mode)."""
+
+    # how validation predicts: whole image (training); seg.evaluate sets sliding window / multi-scale + flip
+    inference: InferenceConfig = InferenceConfig()
 
     def __init__(
         self,
@@ -71,20 +74,22 @@ class SegModule(LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         y = y.long()
-        logits = self(x)
-        if logits.shape[-2:] != y.shape[-2:]:  # compare at the label's resolution; never resize the label
-            logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        self.log("val/loss", self.criterion(logits.float(), y), batch_size=x.shape[0])
-        self.val_confmat.update(logits.argmax(dim=1), y)
+        # scores at the label's resolution: the label is never resized
+        scores = infer(self, x, self.inference, out_size=y.shape[-2:])
+        if self.inference.single_view:  # multi-view scores are averaged probabilities, not logits
+            self.log("val/loss", self.criterion(scores, y), batch_size=x.shape[0])
+        self.val_confmat.update(scores.argmax(dim=1), y)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = metrics_from_confmat(self.val_confmat.compute())
+        confmat = self.val_confmat.compute()  # summed over all processes under DDP
         self.val_confmat.reset()
+        metrics = metrics_from_confmat(confmat)
         self.val_miou_best.update(torch.tensor(metrics["mIoU"]))
         for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou"):
             self.log(f"val/{key}", metrics[key], prog_bar=key == "mIoU")
         self.log("val/mIoU_best", self.val_miou_best.compute())
         self.last_val_metrics = metrics
+        self.last_val_confmat = confmat.cpu()
 
     def configure_optimizers(self):
         backbone = getattr(self.net, "backbone", None)

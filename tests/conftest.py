@@ -5,22 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from seg.config import CONF_DIR, compose_config
 from seg.data.synthetic import generate
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY = {"num_train": 24, "num_val": 5, "size": 64, "seed": 0}
+TINY = {"num_train": 24, "num_val": 5, "size": 64, "max_objects": 2, "seed": 0}
 
 
-def compose_cfg(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
-    """Compose a config the way ``python -m seg.train`` would, with the hydra node available."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+compose_cfg = compose_config  # the name the tests use
+__all__ = ["CONF_DIR", "compose_cfg"]
 
 
 @pytest.fixture(scope="session")

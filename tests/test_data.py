@@ -31,7 +31,7 @@ def test_generator_is_deterministic_and_has_void(tmp_path):
     b = render_sample(np.random.default_rng([0, 0, 3]))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     image, mask = a
-    assert image.dtype == np.uint8 and image.shape == (128, 128, 3)
+    assert image.dtype == np.uint8 and image.shape == (96, 96, 3)
     values = set(np.unique(mask).tolist())
     assert 255 in values and 0 in values and values - {255} <= set(range(len(SYNTHETIC_CLASSES)))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 
@@ -90,11 +91,12 @@ class SegDataModule(pl.LightningDataModule):
         """Class names of the configured dataset (available after ``setup``)."""
         return list(self.val_set.classes)
 
-    def _loader(self, ds, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, ds, batch_size: int, train: bool, sampler=None) -> DataLoader:
         return DataLoader(
             ds,
             batch_size=batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train,  # a last batch of 1 would break BatchNorm in ASPP's pooling branch
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -106,4 +108,10 @@ class SegDataModule(pl.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.val_batch_size, train=False)
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Lightning's default DistributedSampler pads the split to a multiple of the world size, so some
+            # images would be scored twice; this one splits it without padding (exact dataset-level metrics).
+            # Ranks may then run one batch fewer: safe, as DDP syncs buffers only on the first no-grad forward
+            sampler = UnrepeatedDistributedSampler(self.val_set, shuffle=False)
+        return self._loader(self.val_set, self.val_batch_size, train=False, sampler=sampler)

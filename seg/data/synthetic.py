@@ -70,7 +70,7 @@ def _shape_mask(cls: int, cx: float, cy: float, r: float, angle: float, size: in
     return mask
 
 
-def render_sample(rng: np.random.Generator, size: int = 128, max_objects: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(rng: np.random.Generator, size: int = 96, max_objects: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 HxWx3 RGB, mask uint8 HxW with 255 void bands) sample."""
     image = _background(rng, size)
     label = np.zeros((size, size), np.uint8)
@@ -98,14 +98,15 @@ def render_sample(rng: np.random.Generator, size: int = 128, max_objects: int = 
 
 
 def generate(
-    root: str | Path, num_train: int = 1000, num_val: int = 200, size: int = 128, seed: int = 0
+    root: str | Path, num_train: int = 1000, num_val: int = 200, size: int = 96, max_objects: int = 2, seed: int = 0
 ) -> Path:
     """Write the synthetic VOC-layout tree under ``root`` unless a complete one with these settings is there.
 
     Sample i of a split is drawn from its own seed (seed, split, i): the tree is identical on every machine.
     """
     root = Path(root)
-    spec = {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed, "version": 2}
+    spec = {"num_train": num_train, "num_val": num_val, "size": size, "max_objects": max_objects, "seed": seed,
+            "version": 3}  # fmt: skip
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == spec and _complete(root):
         return root
@@ -116,7 +117,7 @@ def generate(
         ids = [f"{split}_{i:05d}" for i in range(count)]
         for i, sample_id in enumerate(ids):
             rng = np.random.default_rng([seed, split_id, i])
-            image, label = render_sample(rng, size)
+            image, label = render_sample(rng, size, max_objects)
             cv2.imwrite(str(root / "JPEGImages" / f"{sample_id}.jpg"), image[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])  # fmt: skip
             write_index_mask(root / "SegmentationClass" / f"{sample_id}.png", label, SyntheticShapes.palette)

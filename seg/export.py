@@ -1,0 +1,172 @@
+"""Export entry point: ``python -m seg.export ckpt_path=PATH format=onnx|torchscript [quantize=int8]``.
+
+ONNX (torch.onnx's dynamo exporter) with dynamic batch, height and width, or TorchScript (traced; the traced graph
+keeps the input size symbolic). Each file is reloaded and checked against the PyTorch model on random inputs of
+two sizes; the max abs logit difference is printed and the command fails above ``tolerance``. ``quantize=int8``
+adds an onnxruntime static-int8 model (seg/quantize.py) and reports its mIoU change and speed-up on the val split.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import hydra
+import numpy as np
+import onnxruntime as ort
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from torch import nn
+
+from seg.checkpoint import check_num_classes, load_model
+from seg.cli import exit_on_error
+from seg.quantize import compare_on_split, quantize_int8
+from seg.train import write_json_atomic
+
+FORMATS = ("onnx", "torchscript")
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def export_onnx(net: nn.Module, path: str | Path, opset: int = 18) -> Path:
+    """Write ``net`` (fp32, eval) as ONNX: input "image" (batch, 3, height, width) -> output "logits", all dynamic."""
+    batch, height, width = (torch.export.Dim(n, min=m) for n, m in (("batch", 1), ("height", 16), ("width", 16)))
+    example = torch.randn(1, 3, 64, 64)
+    torch.onnx.export(
+        net,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes=({0: batch, 2: height, 3: width},),
+        external_data=False,
+        verbose=False,
+    )
+    return Path(path)
+
+
+def export_torchscript(net: nn.Module, path: str | Path) -> Path:
+    """Write ``net`` traced to TorchScript; shapes are read from the input at run time, so any size works."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still supported
+        traced = torch.jit.trace(net, torch.randn(1, 3, 64, 64), check_trace=False)
+        torch.jit.save(traced, str(path))
+    return Path(path)
+
+
+def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
+    """An onnxruntime CPU session as a function of a float32 batch (B, 3, H, W) -> logits."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def torchscript_runner(path: str | Path) -> Runner:
+    """The saved TorchScript module, reloaded, as a function of a numpy batch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def max_abs_diffs(net: nn.Module, run: Runner, shapes: Sequence[Sequence[int]], seed: int = 0) -> list[float]:
+    """Max abs logit difference between ``run`` and the PyTorch ``net`` on one random batch per shape."""
+    generator = torch.Generator().manual_seed(seed)
+    diffs = []
+    for shape in shapes:
+        x = torch.randn(*shape, generator=generator)
+        with torch.no_grad():
+            reference = net(x).numpy()
+        out = run(x.numpy())
+        if out.shape != reference.shape:
+            raise ValueError(f"export gives shape {out.shape} for input {tuple(shape)}; expected {reference.shape}")
+        diffs.append(float(np.abs(out - reference).max()))
+    return diffs
+
+
+def export(cfg: DictConfig, console: Console | None = None) -> dict:
+    """Export, check parity (raise ValueError above tolerance), optionally quantize; return the report."""
+    console = console or Console()
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
+    if cfg.quantize not in (None, "int8"):
+        raise ValueError(f"quantize={cfg.quantize!r}; expected null or int8")
+    if cfg.quantize and cfg.format != "onnx":
+        raise ValueError("quantize=int8 produces an ONNX model: use it with format=onnx")
+    out_dir = Path(cfg.output if cfg.get("output") else cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(cfg.ckpt_path, cfg.paths.output_dir, channels_last=False)
+    net = copy.deepcopy(loaded.net).float().eval()
+
+    path = out_dir / ("model.onnx" if cfg.format == "onnx" else "model.pt")
+    with console.status(f"exporting {cfg.format} to {path}"):
+        if cfg.format == "onnx":
+            export_onnx(net, path, cfg.opset)
+            run = onnx_runner(path)
+        else:
+            export_torchscript(net, path)
+            run = torchscript_runner(path)
+    shapes = [tuple(int(v) for v in s) for s in cfg.check_shapes]
+    diffs = max_abs_diffs(net, run, shapes)
+    report = {"ckpt_path": str(cfg.ckpt_path), "format": cfg.format, "file": str(path), "tolerance": cfg.tolerance,
+              "max_abs_diff": {"x".join(map(str, s)): d for s, d in zip(shapes, diffs, strict=True)}}  # fmt: skip
+    for shape, diff in report["max_abs_diff"].items():
+        console.print(f"{cfg.format} vs PyTorch, input {shape}: max abs logit difference {diff:.3g}")
+    if cfg.quantize:
+        report["int8"] = _quantize(cfg, loaded, path, out_dir, console)
+    write_json_atomic(out_dir / "export.json", report)
+    worst = max(diffs)
+    if worst > cfg.tolerance:
+        raise ValueError(f"{path}: max abs difference {worst:.3g} to PyTorch exceeds tolerance={cfg.tolerance}")
+    console.print(f"wrote {path} (parity within {cfg.tolerance})", markup=False, soft_wrap=True)
+    return report
+
+
+def _quantize(cfg: DictConfig, loaded, fp32_path: Path, out_dir: Path, console: Console) -> dict:
+    data_cfg = cfg.get("data") or (loaded.run_cfg.data if loaded.run_cfg is not None else None)
+    if data_cfg is None:
+        raise ValueError(f"{cfg.ckpt_path} has no training run folder: name the data to calibrate on (data=NAME ...)")
+    # calibrate on training images as the network sees them at test time: normalised, not augmented
+    datamodule = instantiate(data_cfg, train_transform=data_cfg.val_transform)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_num_classes(loaded, type(datamodule.val_set).__name__, datamodule.val_set.num_classes)
+    q = cfg.int8
+    int8_path = out_dir / "model.int8.onnx"
+    with console.status(f"calibrating on {q.calibration_images} training images and quantizing to {int8_path}"):
+        quantize_int8(fp32_path, int8_path, datamodule.train_set, q.calibration_images, q.calibration_method)
+    result = compare_on_split(
+        onnx_runner(fp32_path, q.threads), onnx_runner(int8_path, q.threads), datamodule.val_set,
+        loaded.num_classes, limit=q.val_images, console=console,
+    )  # fmt: skip
+    result.update(file=str(int8_path), calibration_images=q.calibration_images, method=q.calibration_method)
+    console.print(
+        f"int8 vs fp32 ONNX on {result['images']} {datamodule.val_split} images: mIoU {result['mIoU_int8']:.4f} vs "
+        f"{result['mIoU_fp32']:.4f} ({result['mIoU_change']:+.4f}); {result['ms_int8']:.1f} vs {result['ms_fp32']:.1f} "
+        f"ms per image, speed-up x{result['speedup']:.2f}",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@exit_on_error
+def main(cfg: DictConfig) -> None:
+    export(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Yu & Koltun 2016 ("Multi-Scale Context Aggregation by Dilated Convolutions", arXiv:1511.07122) context module.
+
+The basic module works on C class-score maps: 3x3xC convolutions with exponentially growing dilation, each
+followed by max(., 0), then a 1x1xC convolution. Here it follows a dilated-ResNet front end whose FCN head
+produces the scores (the paper's front end is VGG-16; see :class:`seg.models.vgg.VGGDilated`, ``context=True``).
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seg.models.backbone import DilatedResNet
+from seg.models.deeplabv3 import BACKBONES
+from seg.models.fcn import FCNHead
+from seg.models.weights import load_backbone_weights
+
+BASIC_DILATIONS = (1, 1, 2, 4, 8, 16, 1)  # Table 1: receptive field 3, 5, 9, 17, 33, 65, 67 after each layer
+
+
+class ContextModule(nn.Sequential):
+    """The basic context module: C -> C channels at every layer, identity-initialised (Sec. 3).
+
+    At initialisation it maps x to max(x, 0): each 3x3 layer passes its input through unchanged and the
+    truncation clips negatives, as in the paper; the final 1x1 layer is the identity too.
+    """
+
+    def __init__(self, channels: int, dilations: Sequence[int] = BASIC_DILATIONS):
+        layers: list[nn.Module] = []
+        for d in dilations:
+            layers += [nn.Conv2d(channels, channels, 3, padding=int(d), dilation=int(d)), nn.ReLU()]
+        layers.append(nn.Conv2d(channels, channels, 1))
+        super().__init__(*layers)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Identity initialisation k^b(t, a) = 1[t=0] 1[a=b]: random init fails to train the module (Sec. 3)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.zero_()
+                centre = m.kernel_size[0] // 2
+                m.weight[:, :, centre, centre] = torch.eye(m.out_channels, m.in_channels)
+                m.bias.zero_()
+
+
+class ContextNet(nn.Module):
+    """Dilated ResNet front end (output stride 8) + FCN score head + context module; contract of DeepLabV3.
+
+    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" from an FCN head on
+    layer3 when `aux`), both upsampled to the input size.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet18",
+        output_stride: int = 8,
+        multi_grid: Sequence[int] | None = None,
+        dilations: Sequence[int] = BASIC_DILATIONS,
+        aux: bool = False,
+        weights: str | None = None,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
+        grid = tuple(multi_grid) if multi_grid is not None else None
+        self.backbone = DilatedResNet(BACKBONES[backbone], output_stride, grid)
+        if weights:
+            load_backbone_weights(self.backbone, weights)
+        feats = self.backbone.channels
+        self.classifier = FCNHead(feats["out"], num_classes, dropout)
+        self.context = ContextModule(num_classes, tuple(dilations))
+        self.aux_classifier = FCNHead(feats["aux"], num_classes) if aux else None
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        """Logits at input resolution in eval mode; a dict with "out" (and "aux") in train mode."""
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        logits = self.context(self.classifier(features["out"]))
+        out = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if not self.training:
+            return out
+        result = {"out": out}
+        if self.aux_classifier is not None:
+            aux = self.aux_classifier(features["aux"])
+            result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+        return result

@@ -1,0 +1,89 @@
+"""DeepLabV3+ (Chen et al. 2018, arXiv:1802.02611): DeepLabv3's ASPP plus a decoder on stage-1 features."""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seg.models.aspp import ASPP
+from seg.models.backbone import DilatedResNet
+from seg.models.deeplabv3 import BACKBONES
+from seg.models.fcn import FCNHead
+from seg.models.weights import load_backbone_weights
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class DeepLabV3PlusDecoder(nn.Module):
+    """Low-level features -> 1x1 to 48 ch; ASPP output upsampled to their size; concat; two 3x3 convs; 1x1."""
+
+    def __init__(
+        self, low_channels: int, aspp_channels: int, num_classes: int, low_proj: int = 48, channels: int = 256
+    ):
+        super().__init__()
+        # Sec. 4.1: 48 channels keep the low-level features from outweighing the encoder's 256
+        self.project = _conv_bn_relu(low_channels, low_proj, 1)
+        # Sec. 4.1: two 3x3 convs of 256 channels after the concatenation work best
+        self.fuse = nn.Sequential(
+            _conv_bn_relu(low_proj + aspp_channels, channels, 3), _conv_bn_relu(channels, channels, 3)
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+        """Class logits at the resolution of `low` (stride 4 for a ResNet's layer1)."""
+        high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([self.project(low), high], dim=1)))
+
+
+class DeepLabV3Plus(nn.Module):
+    """Dilated ResNet + ASPP encoder, DeepLabV3+ decoder; same call contract as :class:`DeepLabV3`.
+
+    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" from an FCN head on
+    layer3 when `aux`), both upsampled to the input size.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet18",
+        output_stride: int = 16,
+        multi_grid: Sequence[int] | None = None,
+        aspp_rates: Sequence[int] = (6, 12, 18),
+        aux: bool = False,
+        weights: str | None = None,
+        dropout: float = 0.1,
+        low_proj: int = 48,
+        channels: int = 256,
+    ):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
+        grid = tuple(multi_grid) if multi_grid is not None else None
+        self.backbone = DilatedResNet(BACKBONES[backbone], output_stride, grid)
+        if weights:
+            load_backbone_weights(self.backbone, weights)
+        feats = self.backbone.channels
+        self.aspp = ASPP(feats["out"], tuple(aspp_rates), channels, dropout)
+        self.decoder = DeepLabV3PlusDecoder(feats["low"], channels, num_classes, low_proj, channels)
+        self.aux_classifier = FCNHead(feats["aux"], num_classes) if aux else None
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        """Logits at input resolution in eval mode; a dict with "out" (and "aux") in train mode."""
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        logits = self.decoder(features["low"], self.aspp(features["out"]))
+        out = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if not self.training:
+            return out
+        result = {"out": out}
+        if self.aux_classifier is not None:
+            aux = self.aux_classifier(features["aux"])
+            result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+        return result

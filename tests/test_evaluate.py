@@ -1,0 +1,87 @@
+"""seg.evaluate: agrees with the training validation, runs every inference mode, writes its report; bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from seg.checkpoint import CheckpointError
+from seg.data.synthetic import SyntheticShapes
+from seg.evaluate import evaluate
+from seg.train import train
+from tests.conftest import compose_cfg
+from tests.run_folder import fake_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def eval_cfg(ckpt: Path, out: Path, *overrides: str):
+    cfg = compose_cfg([f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false", *overrides], config_name="evaluate")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        del cfg.hydra
+    return cfg
+
+
+def labelled_pixels(root: Path) -> int:
+    """Pixels of the val split that are not void (255): what the confusion matrix must hold, each once."""
+    ds = SyntheticShapes(root, "val")
+    return sum(int((ds.load(i)[1] != 255).sum()) for i in range(len(ds)))
+
+
+def test_evaluate_agrees_with_the_training_validation_in_every_mode(cfg_train, tmp_path, tiny_data_dir):
+    run = tmp_path  # cfg_train's output folder; train() is called without Hydra, so save its config as Hydra does
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg_train, run / ".hydra" / "config.yaml")
+    train(cfg_train)  # bf16-mixed + channels_last, the defaults: evaluate must follow the run's settings
+    trained = json.loads((run / "metrics.json").read_text())
+    ckpt = run / "checkpoints" / "last.ckpt"
+
+    whole = evaluate(eval_cfg(ckpt, tmp_path / "whole"))
+    assert abs(whole["mIoU"] - trained["mIoU"]) <= 1e-6, (whole["mIoU"], trained["mIoU"])
+    for name, value in trained["per_class_iou"].items():
+        assert (math.isnan(value) and math.isnan(whole["per_class_iou"][name])) or \
+            abs(whole["per_class_iou"][name] - value) <= 1e-6  # fmt: skip
+    for key in ("pixel_acc", "mean_acc", "fw_iou"):
+        assert abs(whole[key] - trained[key]) <= 1e-6, key
+    assert whole["precision"] == "bf16" and whole["images"] == 5 and whole["split"] == "val"
+    cm = np.array(whole["confusion_matrix"])
+    assert cm.shape == (5, 5) and cm.sum() == whole["pixels"] == labelled_pixels(tiny_data_dir)
+    png = (tmp_path / "whole" / "confusion_matrix.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+    # the val images are 64 px and the training crop 64: one window per image, the whole image again
+    slide = evaluate(eval_cfg(ckpt, tmp_path / "slide", "inference=slide"))
+    assert slide["inference"] == "slide 64x64/43x43" and slide["confusion_matrix"] == whole["confusion_matrix"]
+    smaller = evaluate(eval_cfg(ckpt, tmp_path / "slide32", "inference=slide", "inference.window=32"))
+    assert smaller["confusion_matrix"] != whole["confusion_matrix"] and smaller["pixels"] == whole["pixels"]
+    tta = evaluate(eval_cfg(ckpt, tmp_path / "tta", "inference=ms_flip", "inference.precision=32"))
+    assert tta["inference"] == "whole, scales 0.5-1.75 + flip" and tta["precision"] == "32"
+    assert tta["pixels"] == whole["pixels"] and tta["confusion_matrix"] != whole["confusion_matrix"]
+
+
+def test_dataset_with_another_class_count_is_refused(cfg_train, tmp_path, tiny_data_dir):
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    # the synthetic tree read as Pascal VOC (21 classes) against a 5-class checkpoint
+    cfg = eval_cfg(ckpt, tmp_path / "eval", "data=voc", f"data.root={tiny_data_dir}")
+    with pytest.raises(ValueError, match=r"last.ckpt predicts 5 classes but VOCSegmentation has 21"):
+        evaluate(cfg)
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt.ckpt: not a"):
+        evaluate(eval_cfg(corrupt, tmp_path / "eval"))
+    command = [sys.executable, "-m", "seg.evaluate", f"ckpt_path={tmp_path / 'missing.ckpt'}",
+               f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"

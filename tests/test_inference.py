@@ -1,0 +1,110 @@
+"""seg.inference: sliding-window grid and batching, multi-scale + flip, precision and memory-format options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg.inference import InferenceConfig, infer, slide_logits, windows
+from seg.models import DeepLabV3
+
+
+@pytest.fixture(scope="module")
+def net() -> DeepLabV3:
+    torch.manual_seed(0)
+    model = DeepLabV3(num_classes=3, backbone="resnet18", output_stride=16, aux=False).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(1))
+
+
+def test_window_grid_covers_the_image_flush_with_the_borders():
+    boxes = windows(10, 7, window=(4, 4), stride=(3, 3))
+    assert boxes == [(y0, y0 + 4, x0, x0 + 4) for y0 in (0, 3, 6) for x0 in (0, 3)]
+    # a side shorter than the window: one window as long as that side
+    assert windows(3, 9, window=(4, 4), stride=(4, 4)) == [(0, 3, 0, 4), (0, 3, 4, 8), (0, 3, 5, 9)]
+    cover = torch.zeros(10, 7)
+    for y0, y1, x0, x1 in boxes:
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1
+
+
+def test_batched_windows_equal_one_window_at_a_time(net, images):
+    cfg = InferenceConfig(mode="slide", window=(32, 32), stride=(16, 16), window_batch=3)
+    batched = slide_logits(net, images, cfg)
+    # reference: every window through the net alone, logits summed and divided by the overlap count
+    boxes = windows(48, 40, (32, 32), (16, 16))
+    assert len(boxes) == 4  # 2 images x 4 windows in batches of 3, 3, 2
+    total, count = torch.zeros(2, 3, 48, 40), torch.zeros(1, 1, 48, 40)
+    for y0, y1, x0, x1 in boxes:
+        count[..., y0:y1, x0:x1] += 1
+    with torch.no_grad():
+        for i in range(2):
+            for y0, y1, x0, x1 in boxes:
+                total[i, :, y0:y1, x0:x1] += net(images[i : i + 1, :, y0:y1, x0:x1])[0]
+    torch.testing.assert_close(batched, total / count, atol=1e-5, rtol=1e-5)
+    assert count.max() == 4  # the centre is averaged over four windows
+
+
+def test_slide_with_a_window_as_large_as_the_image_is_whole_image(net, images):
+    whole = infer(net, images, InferenceConfig())
+    slide = infer(net, images, InferenceConfig(mode="slide", window=(64, 64)))
+    assert torch.equal(whole, slide)
+
+
+def test_multi_scale_flip_averages_the_views_probabilities(net, images):
+    cfg = InferenceConfig(scales=(0.5, 1.0), flip=True)
+    scores = infer(net, images, cfg, out_size=(50, 44))
+    with torch.no_grad():
+        views = []
+        for size in ((24, 20), (48, 40)):
+            x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+            for logits in (net(x), net(x.flip(-1)).flip(-1)):
+                up = F.interpolate(logits, size=(50, 44), mode="bilinear", align_corners=False)
+                views.append(up.softmax(dim=1))
+    torch.testing.assert_close(scores, torch.stack(views).mean(dim=0), atol=1e-6, rtol=1e-5)
+    assert scores.shape == (2, 3, 50, 44)
+    torch.testing.assert_close(scores.sum(dim=1), torch.ones(2, 50, 44))
+
+
+def test_single_view_returns_logits_resized_to_out_size(net, images):
+    scores = infer(net, images, InferenceConfig(), out_size=(60, 50))
+    with torch.no_grad():
+        expected = F.interpolate(net(images), size=(60, 50), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(scores, expected)
+
+
+def test_bf16_runs_under_autocast_and_channels_last_keeps_results(net, images):
+    fp32 = infer(net, images, InferenceConfig(precision="32"))
+    bf16 = infer(net, images, InferenceConfig(precision="bf16"))
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # bf16 arithmetic really happened
+    assert (bf16 - fp32).abs().max() < 0.25 * fp32.abs().max()
+    net_cl = DeepLabV3(num_classes=3, backbone="resnet18", output_stride=16, aux=False).eval()
+    net_cl.load_state_dict(net.state_dict())
+    net_cl = net_cl.to(memory_format=torch.channels_last)
+    cl = infer(net_cl, images, InferenceConfig(precision="32", channels_last=True))
+    torch.testing.assert_close(cl, fp32, atol=1e-4, rtol=1e-4)
+
+
+def test_options_are_checked_and_auto_takes_the_run_defaults():
+    with pytest.raises(ValueError, match="needs a positive inference.window"):
+        InferenceConfig(mode="slide")
+    with pytest.raises(ValueError, match="stride"):
+        InferenceConfig(mode="slide", window=32, stride=40)
+    with pytest.raises(ValueError, match="mode"):
+        InferenceConfig(mode="tiles")
+    cfg = InferenceConfig.from_options(
+        {"mode": "slide", "window": "auto", "stride": None, "precision": "auto", "channels_last": "auto"},
+        {"window": 96, "precision": "bf16", "channels_last": True},
+    )
+    assert (cfg.window, cfg.stride, cfg.precision, cfg.channels_last) == ((96, 96), (64, 64), "bf16", True)
+    assert cfg.describe() == "slide 96x96/64x64"
+    with pytest.raises(ValueError, match="unknown inference option"):
+        InferenceConfig.from_options({"scale": [1.0]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -71,10 +74,10 @@ class SegDataModule(pl.LightningDataModule):
             self.train_set = self.dataset(root=self.root, split=self.train_split, transform=self.train_transform)
         if self.val_set is None:
             self.val_set = self.dataset(root=self.root, split=self.val_split, transform=self.val_transform)
-        if self.train_set is not None and len(self.train_set) < self.batch_size:
+        if self.train_set is not None and len(self.train_set) < 2:
             raise ValueError(
-                f"data.batch_size={self.batch_size} but split '{self.train_split}' of {self.root} has only "
-                f"{len(self.train_set)} images: every batch would be dropped (lower data.batch_size)"
+                f"split '{self.train_split}' of {self.root} has {len(self.train_set)} image: training needs at "
+                "least 2 (BatchNorm)"
             )
         if self.num_classes is not None and self.val_set.num_classes != self.num_classes:
             raise ValueError(
@@ -105,6 +108,12 @@ class SegDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if len(self.train_set) < self.batch_size:  # e.g. a handful of sample images: one batch of all of them
+            log.warning(
+                "data.batch_size=%d but split '%s' has %d images: training on batches of %d",
+                self.batch_size, self.train_split, len(self.train_set), len(self.train_set),
+            )  # fmt: skip
+            return self._loader(self.train_set, len(self.train_set), train=True)
         return self._loader(self.train_set, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, RichProgressBar
+from torchmetrics import Metric
 
 from seg.checkpoint import LoadedModel, check_num_classes, load_model, run_inference_defaults
 from seg.cli import exit_on_error
@@ -58,6 +59,11 @@ class EvaluationReport(Callback):
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = time.perf_counter()
+        # ddp_spawn pickles the module through torch.multiprocessing, which moves CPU tensors into shared memory:
+        # every process would then add into one confusion matrix. reset() gives each process tensors of its own.
+        for metric in pl_module.modules():
+            if isinstance(metric, Metric):
+                metric.reset()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

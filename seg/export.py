@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from torch import nn
 
-from seg.checkpoint import check_num_classes, load_model
+from seg.checkpoint import LoadedModel, check_num_classes, load_model
 from seg.cli import exit_on_error
 from seg.quantize import compare_on_split, quantize_int8
 from seg.train import write_json_atomic
@@ -135,12 +135,14 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
     return report
 
 
-def _quantize(cfg: DictConfig, loaded, fp32_path: Path, out_dir: Path, console: Console) -> dict:
+def _quantize(cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Path, console: Console) -> dict:
+    """Write model.int8.onnx calibrated on training images; score both ONNX models on the val split."""
     data_cfg = cfg.get("data") or (loaded.run_cfg.data if loaded.run_cfg is not None else None)
     if data_cfg is None:
         raise ValueError(f"{cfg.ckpt_path} has no training run folder: name the data to calibrate on (data=NAME ...)")
+    datamodule = instantiate(data_cfg)
     # calibrate on training images as the network sees them at test time: normalised, not augmented
-    datamodule = instantiate(data_cfg, train_transform=data_cfg.val_transform)
+    datamodule.train_transform = datamodule.val_transform
     datamodule.prepare_data()
     datamodule.setup("fit")
     check_num_classes(loaded, type(datamodule.val_set).__name__, datamodule.val_set.num_classes)

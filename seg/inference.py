@@ -46,6 +46,7 @@ class InferenceConfig:
         set_(self, "window", _pair(self.window))
         set_(self, "stride", _pair(self.stride))
         set_(self, "scales", tuple(float(s) for s in self.scales))
+        set_(self, "channels_last", bool(self.channels_last))
         if self.mode not in MODES:
             raise ValueError(f"inference.mode={self.mode!r}; expected one of {MODES}")
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -74,7 +75,7 @@ class InferenceConfig:
             raise ValueError(f"unknown inference option(s) {unknown}; expected {sorted(known)}")
         defaults = defaults or {}
         values = {k: defaults.get(k) if isinstance(v, str) and v == "auto" else v for k, v in options.items()}
-        return cls(**{k: v for k, v in values.items() if v is not None or k in ("window", "stride", "precision")})
+        return cls(**values)
 
     @property
     def single_view(self) -> bool:

@@ -20,8 +20,6 @@ from matplotlib.patches import Rectangle
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
 
 @dataclass(frozen=True)
 class RF:
@@ -167,7 +165,8 @@ def receptive_fields(
     try:
         gm = fx.symbolic_trace(net)
         param = next(net.parameters(), None)
-        ShapeProp(gm).propagate(torch.zeros(1, in_channels, h, w, device=param.device if param is not None else None))
+        like = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+        ShapeProp(gm).propagate(torch.zeros(1, in_channels, h, w, **like))
     finally:
         net.train(was_training)
 
@@ -315,12 +314,11 @@ def plot_erf(
 
 def _net_from_config(overrides: Sequence[str]) -> nn.Module:
     """``model.net`` of the composed train config (the same config ``python -m seg.train`` would use)."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    return instantiate(cfg.model.net)
+    from seg.config import compose_config
+
+    return instantiate(compose_config(list(overrides)).model.net)
 
 
 def main(argv: Sequence[str] | None = None, build: Callable[[Sequence[str]], nn.Module] = _net_from_config) -> None:

@@ -43,7 +43,7 @@ class Run:
 
 
 def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
-    """"+a.b=1" -> {"a.b": "1"}; a deletion "~a.b" -> {"a.b": "(deleted)"}."""
+    """ "+a.b=1" -> {"a.b": "1"}; a deletion "~a.b" -> {"a.b": "(deleted)"}."""
     out = {}
     for line in lines:
         key, sep, value = str(line).partition("=")
@@ -102,11 +102,11 @@ def sort_runs(runs: Sequence[Run]) -> list[Run]:
     return sorted(runs, key=lambda r: (order[r.status], -r.miou if not math.isnan(r.miou) else math.inf))
 
 
-def _fmt(value) -> str:
+def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
     return str(value)
 
 
@@ -135,12 +135,16 @@ def to_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
         m = r.metrics
         status = r.status if not r.note else f"{r.status}: {r.note}".replace("|", "/").replace("\n", " ")
         cells = [r.name, *(r.overrides.get(k, "") for k in keys)]
-        cells += [_fmt(m.get(k)) for k in ("mIoU", "mIoU_best", "pixel_acc", "global_step", "train_wall_s")]
+        cells += [_fmt(m.get(k)) for k in ("mIoU", "mIoU_best", "pixel_acc", "global_step")]
+        cells.append(_fmt(m.get("train_wall_s"), digits=1))
         lines.append("| " + " | ".join([*cells, status]) + " |")
     return "\n".join(lines)
 
 
 def _label(run: Run, keys: Sequence[str]) -> str:
+    """The run's swept values: the bare value for one key, "key=value" lines (last key part) for several."""
+    if len(keys) == 1:
+        return run.overrides.get(keys[0], "")
     return "\n".join(f"{k.rsplit('.', 1)[-1]}={run.overrides.get(k, '')}" for k in keys)
 
 
@@ -157,7 +161,7 @@ def plot(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
     ax, ax_t = fig.subplots(1, 2, width_ratios=[3, 2])
     numeric = len(keys) == 1 and all(_number(r.overrides.get(keys[0])) is not None for r in runs)
     if numeric:
-        pts = sorted((_number(r.overrides[keys[0]]), r) for r in runs if r.status == "ok")
+        pts = sorted(((_number(r.overrides[keys[0]]), r) for r in runs if r.status == "ok"), key=lambda t: t[0])
         ax.plot([x for x, _ in pts], [r.miou for _, r in pts], "o-", label="mIoU (final)")
         ax.plot([x for x, _ in pts], [r.metrics.get("mIoU_best", math.nan) for _, r in pts], "s--", label="best")
         for r in runs:
@@ -168,22 +172,28 @@ def plot(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
         ax.legend()
     else:
         xs = range(len(runs))
+        best = [r.metrics.get("mIoU_best", math.nan) for r in runs]
         ax.bar(xs, [r.miou if r.status == "ok" else 0 for r in runs], color="tab:blue", label="mIoU (final)")
-        ax.plot(xs, [r.metrics.get("mIoU_best", math.nan) for r in runs], "k_", ms=20, mew=2, label="best")
-        for x, r in zip(xs, runs, strict=True):
+        ax.plot(xs, best, "k_", ms=20, mew=2, label="best mIoU")
+        for x, r, b in zip(xs, runs, best, strict=True):
             if r.status == "ok":
-                ax.annotate(f"{r.miou:.3f}", (x, r.miou), ha="center", va="bottom", fontsize=8)
+                top = max(r.miou, b) if not math.isnan(b) else r.miou
+                ax.annotate(f"{r.miou:.3f}", (x, top + 0.01), ha="center", va="bottom", fontsize=8)
             else:
-                ax.annotate(r.status, (x, 0.01), ha="center", va="bottom", color="red", rotation=90)
-        ax.set_xticks(list(xs), [_label(r, keys) for r in runs], fontsize=8)
-        ax.legend(loc="lower right")
+                ax.annotate(r.status, (x, 0.05), ha="center", va="bottom", color="red", rotation=90)
+        ax.set_xticks(list(xs), [_label(r, keys) for r in runs], fontsize=8, rotation=20 if len(keys) > 1 else 0)
+        ax.set_xlabel(keys[0] if len(keys) == 1 else "configuration")
+        ax.legend(loc="upper right")
     ax.set_ylabel("val mIoU")
-    ax.set_ylim(0, 1)
-    ax.set_title("mIoU per configuration" + (f" ({len(runs) - sum(r.status == 'ok' for r in runs)} not ok)"))
+    ax.set_ylim(0, 1.1)
+    bad = sum(r.status != "ok" for r in runs)
+    ax.set_title("mIoU per configuration" + (f" ({bad} failed or unfinished)" if bad else ""))
     timed = [r for r in runs if r.status == "ok" and isinstance(r.metrics.get("train_wall_s"), int | float)]
     for r in timed:
         ax_t.plot(r.metrics["train_wall_s"], r.miou, "o")
-        ax_t.annotate(_label(r, keys).replace("\n", ", "), (r.metrics["train_wall_s"], r.miou), fontsize=7)
+        ax_t.annotate(_label(r, keys).replace("\n", ", "), (r.metrics["train_wall_s"], r.miou), fontsize=7,
+                      xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax_t.margins(x=0.25, y=0.15)
     ax_t.set_xlabel("training wall time (s)")
     ax_t.set_ylabel("val mIoU")
     ax_t.set_title("mIoU against cost")

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import get_model_weights, vgg16, vgg16_bn
+from torchvision.models import get_model_weights
+from torchvision.models.vgg import cfgs, make_layers
 
 from seg.models.context_module import BASIC_DILATIONS, ContextModule
 from seg.models.weights import _cached_file, _looks_like_path, _read_state_dict
@@ -21,7 +22,15 @@ from seg.models.weights import _cached_file, _looks_like_path, _read_state_dict
 
 def _dilated_features(batch_norm: bool) -> nn.Sequential:
     """vgg16(_bn).features with pool4/pool5 replaced by Identity (indices, hence state_dict keys, kept)."""
-    features = (vgg16_bn if batch_norm else vgg16)(weights=None).features
+    # torchvision's own builder and init, without the 120M-parameter classifier that vgg16() would allocate
+    features = make_layers(cfgs["D"], batch_norm=batch_norm)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
     pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
     pool4, pool5 = pools[3], pools[4]
     for i in (pool4, pool5):

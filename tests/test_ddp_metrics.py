@@ -1,0 +1,41 @@
+"""Exact distributed metrics: 2 CPU processes (gloo) on an odd-sized split give the single-process confusion matrix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch.distributed
+from omegaconf import open_dict
+
+from seg.data.synthetic import SyntheticShapes
+from seg.evaluate import evaluate
+from tests.conftest import compose_cfg
+from tests.run_folder import fake_run
+
+
+def test_two_processes_count_every_image_exactly_once(cfg_train, tmp_path, tiny_data_dir):
+    assert torch.distributed.is_gloo_available()
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    reports = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+        out = tmp_path / f"devices{devices}"
+        # batch 1 and fp32: each image's logits do not depend on which process or batch it lands in
+        overrides = [f"ckpt_path={ckpt}", f"trainer.devices={devices}", f"trainer.strategy={strategy}",
+                     "trainer.enable_progress_bar=false", "batch_size=1", "inference.precision=32"]  # fmt: skip
+        cfg = compose_cfg(overrides, config_name="evaluate")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            del cfg.hydra
+        evaluate(cfg)  # under ddp_spawn the report is written by the spawned rank 0
+        reports[devices] = (out / "metrics.json").read_text()
+
+    single, ddp = (json.loads(reports[d]) for d in (1, 2))
+    val = SyntheticShapes(tiny_data_dir, "val")
+    assert len(val) % 2 == 1  # 5 images on 2 processes: a padding sampler would score one of them twice
+    labelled = sum(int((val.load(i)[1] != 255).sum()) for i in range(len(val)))
+    assert np.array(ddp["confusion_matrix"]).sum() == labelled == np.array(single["confusion_matrix"]).sum()
+    assert ddp["confusion_matrix"] == single["confusion_matrix"]
+    for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou"):
+        assert ddp[key] == single[key], key
+    assert (np.array(single["confusion_matrix"]).sum(axis=0) > 0).sum() > 1  # not a constant prediction

@@ -1,0 +1,81 @@
+"""seg.export: ONNX and TorchScript parity with dynamic sizes, the tolerance failure, int8 quantization figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from omegaconf import open_dict
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from seg.checkpoint import load_model
+from seg.data.synthetic import SyntheticShapes
+from seg.data.transforms import val_transforms
+from seg.export import export, onnx_runner, torchscript_runner
+from seg.metrics import metrics_from_confmat
+from tests.conftest import compose_cfg
+from tests.run_folder import fake_run
+
+
+def export_cfg(ckpt: Path, out: Path, *overrides: str):
+    cfg = compose_cfg([f"ckpt_path={ckpt}", f"output={out}", *overrides], config_name="export")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        del cfg.hydra
+    return cfg
+
+
+def test_onnx_export_is_dynamic_checked_and_quantizes(cfg_train, tmp_path):
+    """One ONNX export (the slow step) serves three checks: parity, the tolerance failure, int8 figures."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    out = tmp_path / "export"
+    cfg = export_cfg(ckpt, out, "quantize=int8", "int8.calibration_images=4", "tolerance=1e-12")
+    with pytest.raises(ValueError, match=r"model.onnx: max abs difference .* exceeds tolerance=1e-12"):
+        export(cfg)
+    report = json.loads((out / "export.json").read_text())
+    assert set(report["max_abs_diff"]) == {"1x3x96x128", "2x3x75x131"}
+    assert 0 < max(report["max_abs_diff"].values()) < 1e-4
+
+    model = onnx.load(out / "model.onnx")
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    net = load_model(ckpt).net.float().to(memory_format=torch.contiguous_format)
+    x = torch.randn(3, 3, 40, 56)
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_runner(out / "model.onnx")(x.numpy()), net(x).numpy(), atol=1e-4)
+
+    int8 = report["int8"]
+    ops = {node.op_type for node in onnx.load(out / "model.int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert int8["images"] == 5 and int8["calibration_images"] == 4 and int8["speedup"] > 0
+    assert int8["mIoU_change"] == pytest.approx(int8["mIoU_int8"] - int8["mIoU_fp32"])
+    # the fp32 ONNX model scores what PyTorch scores on the same split
+    ds = SyntheticShapes(cfg_train.data.root, "val", transform=val_transforms())
+    confmat = MulticlassConfusionMatrix(5, ignore_index=255)
+    with torch.no_grad():
+        for image, mask in (ds[i] for i in range(len(ds))):
+            confmat.update(net(image[None]).argmax(dim=1), torch.as_tensor(mask)[None].long())
+    assert int8["mIoU_fp32"] == pytest.approx(metrics_from_confmat(confmat.compute())["mIoU"], abs=1e-3)
+
+
+def test_torchscript_export_runs_at_any_size(cfg_train, tmp_path):
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    report = export(export_cfg(ckpt, tmp_path / "ts", "format=torchscript"))
+    assert max(report["max_abs_diff"].values()) < 1e-4
+    run = torchscript_runner(tmp_path / "ts" / "model.pt")
+    net = load_model(ckpt).net.float().to(memory_format=torch.contiguous_format)
+    x = torch.randn(2, 3, 33, 71)
+    with torch.no_grad():
+        np.testing.assert_allclose(run(x.numpy()), net(x).numpy(), atol=1e-4)
+
+
+def test_bad_export_options_are_refused(cfg_train, tmp_path):
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    with pytest.raises(ValueError, match="quantize=int8 produces an ONNX model"):
+        export(export_cfg(ckpt, tmp_path / "x", "format=torchscript", "quantize=int8"))
+    with pytest.raises(ValueError, match="format='tflite'"):
+        export(export_cfg(ckpt, tmp_path / "x", "format=tflite"))

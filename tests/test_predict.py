@@ -1,0 +1,118 @@
+"""seg.predict: masks for a folder at the input resolution and names, overlays, Cityscapes labelIds; bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+from PIL import Image
+
+from seg.checkpoint import load_model
+from seg.data.cityscapes import CITYSCAPES_PALETTE, LABEL_TO_TRAIN
+from seg.data.io import read_image
+from seg.data.synthetic import SyntheticShapes
+from seg.data.transforms import val_transforms
+from seg.inference import InferenceConfig, infer
+from seg.predict import list_inputs, predict, train_to_label_ids
+from tests.conftest import compose_cfg
+from tests.run_folder import fake_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def predict_cfg(ckpt: Path, source: Path | str, out: Path, *overrides: str):
+    cfg = compose_cfg([f"ckpt_path={ckpt}", f"input={source}", f"output={out}", *overrides], config_name="predict")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def images(tmp_path: Path, tiny_data_dir: Path) -> Path:
+    """Two good images (one resized to 70x50, one in a subfolder) and a corrupt one."""
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    jpegs = sorted((tiny_data_dir / "JPEGImages").glob("val_*.jpg"))
+    shutil.copy(jpegs[0], folder / "a.jpg")
+    cv2.imwrite(str(folder / "sub" / "b.png"), cv2.resize(cv2.imread(str(jpegs[1])), (70, 50)))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is no JPEG")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_masks_keep_names_and_sizes_and_match_the_model(cfg_train, tmp_path, images):
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    out = tmp_path / "out"
+    result = predict(predict_cfg(ckpt, images, out, "overlay=true", "inference.precision=32"))
+    assert sorted(p.relative_to(out).as_posix() for p in result.written) == ["a.png", "sub/b.png"]
+    assert [(p.name, "cannot decode" in why) for p, why in result.skipped] == [("broken.jpg", True)]
+    loaded = load_model(ckpt)
+    for rel in ("a.jpg", "sub/b.png"):
+        image = read_image(images / rel)
+        with Image.open(out / Path(rel).with_suffix(".png")) as mask_file:
+            assert mask_file.mode == "P" and mask_file.size == (image.shape[1], image.shape[0])
+            assert mask_file.getpalette()[:15] == SyntheticShapes.palette[:5].reshape(-1).tolist()
+            mask = np.array(mask_file)
+        x = val_transforms()(image=image)["image"][None]
+        expected = infer(loaded.module, x, InferenceConfig(precision="32", channels_last=True)).argmax(dim=1)[0]
+        assert np.array_equal(mask, expected.numpy().astype(np.uint8))
+        overlay = cv2.imread(str(out / "overlay" / Path(rel).with_suffix(".jpg")))
+        assert overlay.shape == image.shape
+    assert len(np.unique(mask)) > 1  # the untrained model still predicts several classes: a real comparison
+
+
+def test_cityscapes_model_writes_label_ids(tmp_path, images):
+    cfg = compose_cfg(["data=cityscapes", "data.root=/nowhere", "model.net.output_stride=16"])
+    with open_dict(cfg):
+        del cfg.hydra
+    ckpt = fake_run(cfg, tmp_path / "run", seed=1)
+    index = predict(predict_cfg(ckpt, images / "a.jpg", tmp_path / "index"))
+    label = predict(predict_cfg(ckpt, images / "a.jpg", tmp_path / "label", "format=labelIds"))
+    with Image.open(index.written[0]) as f:
+        assert f.getpalette()[:57] == CITYSCAPES_PALETTE[:19].reshape(-1).tolist()
+        train_ids = np.array(f)
+    label_ids = cv2.imread(str(label.written[0]), cv2.IMREAD_UNCHANGED)
+    assert label_ids.dtype == np.uint8 and label_ids.ndim == 2
+    assert np.array_equal(label_ids, train_to_label_ids()[train_ids]) and len(np.unique(train_ids)) > 1
+    assert np.array_equal(LABEL_TO_TRAIN[train_to_label_ids()[:19]], np.arange(19))  # the official table, inverted
+    assert train_to_label_ids()[[0, 10, 18]].tolist() == [7, 23, 33]  # road, sky, bicycle
+
+
+def test_label_ids_need_a_cityscapes_model(cfg_train, tmp_path, images):
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    with pytest.raises(ValueError, match="format=labelIds is Cityscapes' test-server format.*SyntheticShapes"):
+        predict(predict_cfg(ckpt, images, tmp_path / "out", "format=labelIds"))
+
+
+def test_inputs_by_folder_glob_or_file_and_their_errors(tmp_path, images):
+    assert [rel.as_posix() for _, rel in list_inputs(images)] == ["a.jpg", "broken.jpg", "sub/b.png"]
+    assert [rel.as_posix() for _, rel in list_inputs(f"{images}/**/*.png")] == ["sub/b.png"]
+    assert [rel.as_posix() for _, rel in list_inputs(images / "a.jpg")] == ["a.jpg"]
+    with pytest.raises(FileNotFoundError, match="matches no files"):
+        list_inputs(f"{images}/*.tif")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_inputs(tmp_path / "nowhere")
+
+
+def test_empty_folder_and_all_unreadable_are_one_line_errors(cfg_train, tmp_path, images):
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    with pytest.raises(ValueError, match="none of the 1 input images could be read"):
+        predict(predict_cfg(ckpt, images / "broken.jpg", tmp_path / "out"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    command = [sys.executable, "-m", "seg.predict", f"ckpt_path={ckpt}", f"input={empty}", f"output={tmp_path / 'o'}",
+               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"error: input folder {empty} holds no images "
+                                                "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp, .ppm)"]  # fmt: skip
+    assert torch.load(ckpt, weights_only=True)  # the checkpoint itself was fine

@@ -1,0 +1,149 @@
+"""Sweep configs and the sweep report: tables sorted by mIoU, failed and unfinished runs listed, a real multirun."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from seg.analysis.sweep import main, report
+from tests.conftest import TINY, compose_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_run(sweep: Path, name: str, overrides: list[str], miou: float | None = None, status: dict | None = None):
+    """A run folder as Hydra + seg.train leave it: .hydra/overrides.yaml, metrics.json, job_status.json."""
+    run = sweep / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if miou is not None:
+        metrics = {"mIoU": miou, "mIoU_best": miou + 0.01, "pixel_acc": 0.9, "global_step": 250,
+                   "train_wall_s": 100.0 * (1 + miou), "per_class_iou": {"background": 0.9, "disk": miou}}  # fmt: skip
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    if status is not None:
+        (run / "job_status.json").write_text(json.dumps(status))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    fixed = "+experiment=dilation_sweep"
+    make_run(root, "0", [fixed, "model.net.output_stride=32"], 0.5, {"status": "completed"})
+    make_run(root, "1", [fixed, "model.net.output_stride=16"], 0.7, {"status": "completed"})
+    make_run(root, "2", [fixed, "model.net.output_stride=8"], 0.6)  # made before job_status existed
+    make_run(root, "3", [fixed, "model.net.output_stride=7"], None, {"status": "failed", "error": "ValueError: os 7"})
+    make_run(root, "10", [fixed, "model.net.output_stride=4"], None, {"status": "running", "pid": 42})
+    make_run(root, "11", [fixed, "model.net.output_stride=2"])
+    return root
+
+
+def test_report_sorts_by_miou_and_lists_failures(sweep):
+    runs = report(sweep)
+    assert [(r.name, r.status) for r in runs] == [
+        ("1", "ok"), ("2", "ok"), ("0", "ok"), ("3", "failed"), ("10", "unfinished"), ("11", "unfinished")
+    ]  # fmt: skip
+    assert "ValueError: os 7" in runs[3].note and "pid 42" in runs[4].note
+    with (sweep / "sweep_report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["1", "2", "0", "3", "10", "11"]
+    assert rows[0]["model.net.output_stride"] == "16" and float(rows[0]["mIoU"]) == 0.7
+    assert rows[0]["experiment"] == "dilation_sweep" and rows[0]["iou/disk"] == "0.7"
+    assert rows[3]["mIoU"] == "" and rows[3]["status"] == "failed"
+    md = (sweep / "sweep_report.md").read_text().splitlines()
+    assert md[0] == "| run | model.net.output_stride | mIoU | best mIoU | pixel acc | steps | train wall (s) | status |"
+    assert md[2] == "| 1 | 16 | 0.7000 | 0.7100 | 0.9000 | 250 | 170.0 | ok |"  # constant overrides left out
+    assert md[5].startswith("| 3 | 7 |") and md[5].endswith("| failed: ValueError: os 7 |")
+    assert (sweep / "sweep_report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_with_several_swept_keys_and_a_cli(sweep, tmp_path, capsys):
+    overrides = ["+experiment=dilation_sweep", "model.net.output_stride=8", "model.net.multi_grid=[1,2]"]
+    make_run(sweep, "12", overrides, 0.8)
+    main([str(sweep), "--out", str(tmp_path / "report")])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("| run | model.net.output_stride | model.net.multi_grid | mIoU |")
+    assert "| 12 | 8 | [1,2] | 0.8000 |" in out
+    assert "7 runs (3 failed or unfinished)" in out
+    assert (tmp_path / "report" / "sweep_report.png").is_file()
+
+
+def test_missing_sweep_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "nope")])
+    assert exc.value.code == 2
+
+
+def test_sweep_configs_compose():
+    grid = compose_cfg(["+hparams_search=dilation_grid"])
+    assert grid.hydra.mode.name == "MULTIRUN"
+    sweeps = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in grid.hydra.sweeper.params.items()])
+    sizes = [len(list(o.sweep_iterator())) for o in sweeps]
+    assert sizes == [3, 2, 2]  # 12 runs: OS 32/16/8 x multi-grid off/on x two ASPP rate sets
+    assert list(sweeps[1].sweep_iterator()) == [None, [1, 2]]
+    opt = compose_cfg(["+hparams_search=optuna"])
+    assert opt.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert opt.hydra.sweeper.direction == "maximize" and opt.hydra.sweeper.storage is None
+    assert opt.optimized_metric == "val/mIoU_best"
+    slurm = compose_cfg(["hydra/launcher=slurm"])
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node
+    exp = compose_cfg(["+experiment=dilation_sweep", "+model/dilation=os8_mg"])
+    assert exp.hydra.sweeper.params["+model/dilation"] == "os32,os16,os8,os8_mg"
+    assert exp.model.net.output_stride == 8 and list(exp.model.net.multi_grid) == [1, 2]
+
+
+def _tiny(data_dir: Path) -> list[str]:
+    return [
+        f"data.root={data_dir}",
+        *(f"data.prepare.{k}={v}" for k, v in TINY.items()),
+        "data.train_transform.crop_size=64",
+        "data.batch_size=4",
+        "data.val_batch_size=5",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "trainer.precision=32-true",
+        "~callbacks.progress_bar",
+        "~logger.tensorboard",
+    ]
+
+
+def test_real_multirun_with_a_failing_job(tmp_path, tiny_data_dir):
+    """A basic-sweeper multirun where one job fails: the report shows the run that trained and the one that failed."""
+    sweep = tmp_path / "multirun"
+    cmd = [sys.executable, "-m", "seg.train", "-m", f"hydra.sweep.dir={sweep}", "model.net.output_stride=16,7",
+           *_tiny(tiny_data_dir)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0  # Hydra re-raises the failed job's error once the batch has run
+    runs = report(sweep)
+    assert [(r.name, r.overrides["model.net.output_stride"], r.status) for r in runs] == [
+        ("0", "16", "ok"),
+        ("1", "7", "failed"),
+    ], proc.stderr[-2000:]
+    assert 0.0 <= runs[0].miou <= 1.0 and runs[0].metrics["global_step"] == 2
+    assert "output_stride must be one of" in runs[1].note
+
+
+@pytest.mark.slow
+def test_real_optuna_sweep_in_memory(tmp_path, tiny_data_dir):
+    """+hparams_search=optuna runs trials with list-valued choices and writes its best parameters."""
+    sweep = tmp_path / "optuna"
+    cmd = [sys.executable, "-m", "seg.train", "+hparams_search=optuna", "hydra.sweeper.n_trials=2",
+           f"hydra.sweep.dir={sweep}", *_tiny(tiny_data_dir)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"model.net.output_stride", "model.net.multi_grid", "model.net.aspp_rates",
+                                        "model.lr"}  # fmt: skip
+    runs = report(sweep)
+    assert [r.status for r in runs] == ["ok", "ok"]
+    assert max(r.miou for r in runs) == pytest.approx(best["best_value"])  # val/mIoU_best of the best trial

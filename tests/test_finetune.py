@@ -50,7 +50,8 @@ class Recorder(pl.Callback):
 
 def _fit(cfg, callbacks, epochs=2, batches=3):
     torch.manual_seed(0)
-    model = instantiate(cfg.model)
+    # the fine-tuning setting: head at 10x the backbone rate, no warm-up (the quickstart trains from scratch at 1x)
+    model = instantiate(cfg.model, head_lr_mult=10.0, warmup_iters=0)
     dm = instantiate(cfg.data)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -78,7 +79,7 @@ def test_head_only_then_unfreeze_keeps_the_poly_schedule(cfg_train):
     assert not torch.equal(after1["backbone"], after0["backbone"])  # epoch 1: backbone trains
     assert torch.equal(after1["bn_mean"], start["bn_mean"])  # freeze_bn: statistics never move
     # both groups live in the optimizer from step 0 and follow lr * (1 - t/T)^0.9 throughout, unfreezing or not
-    lr, mult, total = cfg_train.model.lr, cfg_train.model.head_lr_mult, 6
+    lr, mult, total = cfg_train.model.lr, 10.0, 6
     assert rec.groups == [2] * total
     for step, (backbone_lr, head_lr) in rec.lrs:
         expected = lr * (1 - step / total) ** 0.9

@@ -4,6 +4,7 @@ from seg.models.aspp import ASPP, DeepLabHead
 from seg.models.backbone import DilatedResNet
 from seg.models.deeplabv3 import DeepLabV3
 from seg.models.fcn import FCNHead
+from seg.models.segmenter import ResNetSegmenter
 from seg.models.weights import load_backbone_weights
 
-__all__ = ["ASPP", "DeepLabHead", "DeepLabV3", "DilatedResNet", "FCNHead", "load_backbone_weights"]
+__all__ = ["ASPP", "DeepLabHead", "DeepLabV3", "DilatedResNet", "FCNHead", "ResNetSegmenter", "load_backbone_weights"]

@@ -7,10 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seg.models.aspp import ASPP
-from seg.models.backbone import DilatedResNet
-from seg.models.deeplabv3 import BACKBONES
-from seg.models.fcn import FCNHead
-from seg.models.weights import load_backbone_weights
+from seg.models.segmenter import ResNetSegmenter
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -42,7 +39,7 @@ class DeepLabV3PlusDecoder(nn.Module):
         return self.classifier(self.fuse(torch.cat([self.project(low), high], dim=1)))
 
 
-class DeepLabV3Plus(nn.Module):
+class DeepLabV3Plus(ResNetSegmenter):
     """Dilated ResNet + ASPP encoder, DeepLabV3+ decoder; same call contract as :class:`DeepLabV3`.
 
     Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" from an FCN head on
@@ -62,28 +59,10 @@ class DeepLabV3Plus(nn.Module):
         low_proj: int = 48,
         channels: int = 256,
     ):
-        super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
-        grid = tuple(multi_grid) if multi_grid is not None else None
-        self.backbone = DilatedResNet(BACKBONES[backbone], output_stride, grid)
-        if weights:
-            load_backbone_weights(self.backbone, weights)
+        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
         feats = self.backbone.channels
         self.aspp = ASPP(feats["out"], tuple(aspp_rates), channels, dropout)
         self.decoder = DeepLabV3PlusDecoder(feats["low"], channels, num_classes, low_proj, channels)
-        self.aux_classifier = FCNHead(feats["aux"], num_classes) if aux else None
 
-    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        """Logits at input resolution in eval mode; a dict with "out" (and "aux") in train mode."""
-        size = x.shape[-2:]
-        features = self.backbone(x)
-        logits = self.decoder(features["low"], self.aspp(features["out"]))
-        out = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        if not self.training:
-            return out
-        result = {"out": out}
-        if self.aux_classifier is not None:
-            aux = self.aux_classifier(features["aux"])
-            result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
-        return result
+    def logits(self, features: dict[str, Tensor]) -> Tensor:
+        return self.decoder(features["low"], self.aspp(features["out"]))

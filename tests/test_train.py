@@ -17,7 +17,7 @@ from tests.conftest import CONF_DIR, compose_cfg
 def test_default_config_composes_to_the_quickstart():
     cfg = compose_cfg()
     assert cfg.data.num_classes == 5 and cfg.model.net.backbone == "resnet18"
-    assert cfg.model.net.output_stride == 16 and cfg.model.net.weights is None
+    assert cfg.model.net.output_stride == 8 and cfg.model.net.weights is None
     assert "experiment" not in cfg  # `+experiment=NAME` must stay addable
 
 

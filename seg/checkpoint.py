@@ -265,3 +265,14 @@ def check_num_classes(loaded: LoadedModel, dataset_name: str, dataset_classes: i
             f"{loaded.ckpt_path} predicts {loaded.num_classes} classes but {dataset_name} has {dataset_classes}: "
             "evaluate it on the dataset it was trained for (data=...)"
         )
+
+
+def newest_checkpoint(folder: str | Path) -> Path | None:
+    """``last.ckpt`` (else the newest ``.ckpt``) of the run folder under ``folder`` whose checkpoint was written
+    last; only run folders with ``.hydra/config.yaml`` count. None when there is none."""
+    ckpts = [p for p in Path(folder).glob("**/checkpoints/*.ckpt") if (p.parents[1] / RUN_CONFIG).is_file()]
+    if not ckpts:
+        return None
+    newest = max(ckpts, key=lambda p: p.stat().st_mtime)
+    last = newest.parent / "last.ckpt"
+    return last if last.is_file() else newest

@@ -7,6 +7,40 @@ from collections.abc import Sequence
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+class ConfusionMatrix(MulticlassConfusionMatrix):
+    """torchmetrics' MulticlassConfusionMatrix (same state, DDP sum and compute) with a one-pass bincount update.
+
+    The parent drops ignored pixels by boolean indexing (two copies of every mask) and, in deterministic mode,
+    replaces bincount by an (N pixels x C^2) comparison (gigabytes for one 512x512 batch). Here the ignore label
+    goes to one extra bin that is dropped: a single bincount over all pixels, the same counts.
+    ``preds`` are class indices in 0..C-1 (or scores (N, C, ...), argmax taken); ``target`` may be any integer type.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None, **kwargs) -> None:
+        super().__init__(num_classes, ignore_index=ignore_index, validate_args=False, **kwargs)
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        if preds.is_floating_point():
+            preds = preds.argmax(dim=1)
+        if preds.shape != target.shape:
+            raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
+        n = self.num_classes
+        target = target.reshape(-1).long()
+        index = target * n + preds.reshape(-1)
+        ignored = 0
+        if self.ignore_index is not None:
+            mask = target == self.ignore_index
+            index.masked_fill_(mask, n * n)
+            ignored = mask.sum()
+        counts = torch.bincount(index, minlength=n * n + 1)
+        # a target label >= C lands in or beyond the extra bin: it must hold exactly the ignored pixels
+        if counts.numel() > n * n + 1 or counts[n * n] != ignored:
+            raise ValueError(f"target labels outside 0..{n - 1} (ignore_index {self.ignore_index})")
+        self.confmat += counts[: n * n].reshape(n, n)
 
 
 def metrics_from_confmat(confmat: torch.Tensor) -> dict[str, torch.Tensor | float]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from seg.metrics import metrics_from_confmat, metrics_report
+from seg.metrics import ConfusionMatrix, metrics_from_confmat, metrics_report
 
 
 def _example():
@@ -52,3 +53,62 @@ def test_report_schema_names_classes():
     assert set(report) >= {"mIoU", "pixel_acc", "mean_acc", "fw_iou", "per_class_iou"}
     assert list(report["per_class_iou"]) == ["a", "b", "c", "d"]
     assert math.isnan(report["per_class_iou"]["d"])
+
+
+def _labels(shape, classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    preds = torch.randint(0, classes, shape, generator=g)
+    target = torch.randint(0, classes, shape, generator=g, dtype=torch.uint8)
+    target[torch.rand(shape, generator=g) < 0.2] = 255
+    return preds, target
+
+
+def test_bincount_confusion_matrix_equals_torchmetrics_over_several_updates():
+    ref = MulticlassConfusionMatrix(num_classes=7, ignore_index=255)
+    fast = ConfusionMatrix(num_classes=7, ignore_index=255)
+    for seed in range(3):
+        preds, target = _labels((2, 33, 17), 7, seed)
+        ref.update(preds, target.long())
+        fast.update(preds, target)  # uint8 target, as the loaders give it
+    assert torch.equal(fast.compute(), ref.compute())
+    assert 0 < int(fast.compute().sum()) < 3 * 2 * 33 * 17  # the void pixels were dropped
+    scores = torch.randn(2, 7, 33, 17, generator=torch.Generator().manual_seed(5))  # scores: argmax over dim 1
+    ref.update(scores.argmax(dim=1), target.long())
+    fast.update(scores, target)
+    assert torch.equal(fast.compute(), ref.compute())
+
+
+def test_bincount_confusion_matrix_with_an_ignore_label_inside_the_classes_and_none():
+    preds, target = _labels((3, 20, 20), 5, 7)
+    target[target == 255] = 4
+    for ignore in (0, None):
+        ref = MulticlassConfusionMatrix(num_classes=5, ignore_index=ignore)
+        fast = ConfusionMatrix(num_classes=5, ignore_index=ignore)
+        ref.update(preds, target.long())
+        fast.update(preds, target)
+        assert torch.equal(fast.compute(), ref.compute()), ignore
+
+
+def test_bincount_confusion_matrix_in_deterministic_mode():
+    """torchmetrics replaces bincount by an N x C^2 comparison in deterministic mode; ours keeps one bincount."""
+    preds, target = _labels((2, 16, 16), 4, 3)
+    ref = MulticlassConfusionMatrix(num_classes=4, ignore_index=255)
+    ref.update(preds, target.long())
+    fast = ConfusionMatrix(num_classes=4, ignore_index=255)
+    torch.use_deterministic_algorithms(True)
+    try:
+        fast.update(preds, target)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(fast.compute(), ref.compute())
+
+
+def test_bincount_confusion_matrix_rejects_labels_outside_the_classes():
+    fast = ConfusionMatrix(num_classes=4, ignore_index=255)
+    preds = torch.zeros(1, 2, 2, dtype=torch.long)
+    for bad in (4, 200):  # 4 would land in the dropped bin, 200 beyond it
+        with pytest.raises(ValueError, match=r"outside 0\.\.3"):
+            fast.update(preds, torch.tensor([[[0, 1], [bad, 255]]]))
+    with pytest.raises(ValueError, match="same shape"):
+        fast.update(preds, torch.zeros(1, 2, 3, dtype=torch.long))
+    assert int(fast.compute().sum()) == 0  # nothing was counted by the rejected updates

@@ -1,0 +1,76 @@
+"""Shared by the benchmark scripts: the machine's description and interleaved A/B timing.
+
+Absolute times drift on a shared machine (up to ~1.5x between runs here), so every benchmark compares two or
+more variants *within one run*, alternating them (A B B A ...) and taking medians, and reports ratios.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def machine() -> str:
+    """One line: CPU model and cores (or the GPU), torch version, threads, date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (
+        f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{datetime.date.today().isoformat()}"
+    )
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes (CUDA work is waited for)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleave(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each variant ``rounds`` times, alternating their order every round (A B, B A, ...).
+
+    ``warmup`` untimed calls of each variant come first (oneDNN primitive creation, allocator growth).
+    """
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(timed(variants[name]))
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median of the per-round ratios a[i] / b[i]: drift between rounds cancels within each pair."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def header(title: str, command: str) -> None:
+    """Print what RESULTS.md records with every figure: the question, the machine, the command."""
+    print(f"# {title}")
+    print(f"machine: {machine()}")
+    print(f"command: {command}")

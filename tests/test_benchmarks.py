@@ -1,0 +1,78 @@
+"""The benchmark scripts run end to end at tiny sizes; their figures live in benchmarks/RESULTS.md, nothing is timed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_DATA
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(*args: str, timeout: int = 300) -> str:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    res = subprocess.run([*args], capture_output=True, text=True, timeout=timeout, cwd=BENCH.parent, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res.stdout
+
+
+def bench(script: str, *args: str) -> str:
+    return run(sys.executable, str(BENCH / script), *args)
+
+
+def test_gpu_script_parses_and_its_python_side_runs_on_the_cpu():
+    run("bash", "-n", str(BENCH / "gpu.sh"))
+    out = bench("gpu_throughput.py", "--device", "cpu", "--backbones", "resnet18", "--output-strides", "16",
+                "--crop", "33", "--batch", "2", "--steps", "1", "--warmup", "1", "--compile", "off")  # fmt: skip
+    assert "resnet18 OS 16 compile=False" in out and "images/s" in out
+
+
+def test_sliding_window_benchmark_asserts_identical_outputs():
+    out = bench("sliding_window.py", "--height", "48", "--width", "96", "--windows", "32", "--batch", "4",
+                "--rounds", "1", "--precisions", "32")  # fmt: skip
+    assert "window 32x32 stride 22" in out and "max abs logit difference" in out
+
+
+def test_confmat_benchmark_checks_the_accumulators_agree():
+    out = bench("confmat.py", "--batch", "2", "--size", "64", "--rounds", "1")
+    assert "the three confusion matrices are equal" in out and "% of the validation step" in out
+
+
+@pytest.mark.slow
+def test_gpu_script_cpu_check_including_ddp():
+    out = run("bash", str(BENCH / "gpu.sh"), "--cpu-check")
+    assert "x 2 process(es)" in out and "replicas differ by 0.0e+00" in out
+
+
+@pytest.mark.slow
+def test_lightning_overhead_benchmark_runs():
+    out = bench("lightning_overhead.py", "--steps", "4", "--rounds", "1", "--skip", "1")
+    assert "Lightning (seg's default Trainer) / plain loop" in out
+
+
+@pytest.mark.slow
+def test_torchvision_and_utilisation_benchmarks_run():
+    out = bench("vs_torchvision.py", "--size", "64", "--rounds", "1", "--variants", "tv_fp32", "seg_fp32")
+    assert "seg_fp32 / tv_fp32" in out
+    out = bench("utilisation.py", "--size", "64", "--batch", "2", "--rounds", "1", "--fp32-n", "256",
+                "--bf16-n", "256")  # fmt: skip
+    assert out.count("fraction") == 2 and "convolutions alone" in out
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs():
+    out = bench("scale.py", "--train", "16", "--val", "4", "--epochs", "1", "--factors", "1", "2")
+    assert "line: epoch time" in out
+
+
+@pytest.mark.slow
+def test_data_pipeline_benchmark_runs():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data {SHARED_DATA} not present")
+    out = bench("data_pipeline.py", "--samples", "8", "--model-steps", "0")
+    assert "one worker, in process" in out and "workers" in out

@@ -74,7 +74,7 @@ def test_training_actually_learns(cfg_train):
 
 @pytest.mark.slow
 def test_quickstart_reaches_its_documented_miou(tmp_path):
-    """The full default run (about 5 minutes here) reaches the README's val mIoU >= 0.70 on fresh data."""
+    """The full default run (about 4 minutes here) reaches the README's val mIoU >= 0.70 on fresh data."""
     from omegaconf import open_dict
 
     cfg = compose_cfg([f"paths.data_dir={tmp_path / 'data'}", "~callbacks.progress_bar"])

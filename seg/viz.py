@@ -154,12 +154,9 @@ def sample_grid(
     for ax, name in zip(axes[0], PANEL_TITLES, strict=True):
         ax.set_title(name, fontsize=9)
     handles = _legend_handles(samples, palette, class_names, ignore_index)
-    errors = [Patch(facecolor=np.asarray(c) / 255, edgecolor="0.5", label=name)
-              for c, name in ((WRONG_COLOUR, "wrong"), (CORRECT_COLOUR, "correct"), (VOID_COLOUR, "void"))]  # fmt: skip
-    fig.legend(handles=handles, loc="outside lower left", ncols=min(len(handles), 6), fontsize=7,
-               title="classes", title_fontsize=7, frameon=False)  # fmt: skip
-    fig.legend(handles=errors, loc="outside lower right", ncols=3, fontsize=7, title="error panel",
-               title_fontsize=7, frameon=False)  # fmt: skip
+    errors = ((WRONG_COLOUR, "wrong"), (CORRECT_COLOUR, "correct"), (VOID_COLOUR, "void"))
+    handles += [Patch(facecolor=np.asarray(c) / 255, edgecolor="0.5", label=f"errors: {name}") for c, name in errors]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -191,7 +188,7 @@ def per_class_iou_figure(
         else:
             colours = None
         bars = ax.barh(ys, [0.0 if math.isnan(v) else v for v in ious], height=height, color=colours,
-                       edgecolor="0.3", linewidth=0.5, label=label)  # fmt: skip
+                       edgecolor="0.3", linewidth=0.5, label=label if k > 1 else None)  # fmt: skip
         for bar, value in zip(bars, ious, strict=True):
             text = "absent" if math.isnan(value) else f"{value:.3f}"
             ax.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(3, 0),
@@ -240,7 +237,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=dpi)
+    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")  # figures without a layout engine keep titles
     os.replace(tmp, path)
     return path
 

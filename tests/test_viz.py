@@ -86,8 +86,10 @@ def test_sample_grid_shows_four_panels_per_sample_and_a_legend_of_the_classes_sh
     assert axes[0].get_ylabel() == "worst" and axes[4].get_ylabel() == "best"
     np.testing.assert_array_equal(axes[3].get_images()[0].get_array(), error_map(pred, target))
     assert (axes[7].get_images()[0].get_array() != np.array(WRONG_COLOUR, np.uint8)).any(axis=-1).all()
-    labels = [[t.get_text() for t in legend.get_texts()] for legend in fig.legends]
-    assert labels == [["background", "square", "triangle", "void (255)"], ["wrong", "correct", "void"]]
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "background", "square", "triangle", "void (255)", "errors: wrong", "errors: correct", "errors: void"
+    ]  # fmt: skip
 
 
 def test_per_class_iou_bars_have_the_values_and_mark_absent_classes():

@@ -77,18 +77,18 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else type(exc).__name__
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a Lightning checkpoint, a torchvision reference checkpoint or a plain state_dict file.
+def safe_load(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file.
 
-    Loaded with ``weights_only=True`` (plus ``argparse.Namespace``, which torchvision's reference scripts store):
-    a file holding other pickled objects is refused, never executed.
+    ``weights_only`` (plus ``argparse.Namespace``, which torchvision's reference scripts store) unpickles only
+    tensors and plain containers: a file holding any other pickled object is refused, and its code never runs.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found:
@@ -100,7 +100,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated): {_first_line(e)}") \
             from None  # fmt: skip
-    return unwrap_state_dict(obj, path)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a Lightning checkpoint, a torchvision reference checkpoint or a plain state_dict file.
+
+    Loaded with :func:`safe_load`: a file holding pickled objects other than tensors is refused, never executed.
+    """
+    return unwrap_state_dict(safe_load(path), path)
 
 
 def unwrap_state_dict(obj: object, path: str | Path = "checkpoint") -> dict[str, Tensor]:

@@ -1,30 +1,41 @@
 """Training entry point: ``python -m seg.train [+experiment=NAME] [overrides]``.
 
 Composes the config, instantiates data, model, callbacks, loggers and trainer, fits, writes ``metrics.json``
-into the run folder and returns the optimised metric (for Hydra sweepers).
+into the run folder and returns the optimised metric (for Hydra sweepers). Bad input (data, config values, a
+resume checkpoint) is found before the model is built or trained and ends with one ``error: ...`` line.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import logging
 import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from seg.atomic import write_json_atomic
+from seg.checkpoint import safe_load
+from seg.cli import exit_on_error
 from seg.metrics import metrics_report, print_report
+from seg.resume import AtomicCheckpointIO, ResumeState, check_resume_checkpoint
+
+__all__ = ["train", "write_json_atomic"]  # seg.evaluate and the job-status callback import the writer from here
+log = logging.getLogger(__name__)
 
 
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Write JSON to a temporary file, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+def use_sync_batchnorm(trainer_cfg: DictConfig) -> bool:
+    """``trainer.sync_batchnorm``, honoured on GPUs only: SyncBatchNorm refuses CPU tensors."""
+    if not trainer_cfg.get("sync_batchnorm", False):
+        return False
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        log.warning("trainer.sync_batchnorm=true ignored: SyncBatchNorm runs on GPUs only (%s)", accelerator)
+    return on_gpu
 
 
 def train(cfg: DictConfig) -> float:
@@ -35,15 +46,28 @@ def train(cfg: DictConfig) -> float:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()  # data errors (missing root, bad split) surface before any model is built
+    datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
     datamodule.setup("fit")
+    ckpt_path = cfg.get("ckpt_path")
+    # a resume checkpoint that is missing, unreadable or unsafe fails before the model is built
+    checkpoint = safe_load(ckpt_path) if ckpt_path is not None else None
     model = instantiate(cfg.model)
+    if checkpoint is not None:
+        check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
+        del checkpoint  # Lightning reads it again, through AtomicCheckpointIO (weights_only)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(ResumeState())
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        sync_batchnorm=use_sync_batchnorm(cfg.trainer),
+    )
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - start
 
     score = trainer.callback_metrics.get(cfg.optimized_metric)
@@ -61,6 +85,7 @@ def train(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_error
 def main(cfg: DictConfig) -> float:
     return train(cfg)
 

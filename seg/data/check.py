@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from seg.cli import exit_on_error
 from seg.data.voc import IGNORE_INDEX, SegmentationDataset
 
 
@@ -134,6 +135,7 @@ def run_check(cfg: DictConfig, console: Console | None = None) -> CheckResult:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="check")
+@exit_on_error
 def main(cfg: DictConfig) -> None:
     # OpenCV logs its own warning for each truncated file on stderr; the report names them already
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

@@ -1,9 +1,15 @@
-"""The LightningDataModule shared by every dataset: splits, transforms, loaders and per-worker seeding."""
+"""The LightningDataModule shared by every dataset: splits, transforms, loaders and seeding.
+
+The train loader is torchdata's ``StatefulDataLoader`` with a ``SeededSampler``: Lightning stores its position in
+every checkpoint, so a run resumed mid-epoch continues with the very batches it would have seen.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +18,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from seg.data.sampler import SeededSampler
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +30,7 @@ def seed_worker(worker_id: int) -> None:
 
     Albumentations 2.x keeps its own generator inside each Compose; forked workers would otherwise all
     replay the same augmentations. torch gives every worker ``base_seed + worker_id``, new each epoch.
+    (Training samples are reseeded one by one from ``SeededSampler``; this covers plain integer indices.)
     """
     info = torch.utils.data.get_worker_info()
     seed = info.seed % 2**32
@@ -35,7 +45,8 @@ class SegDataModule(pl.LightningDataModule):
     """Builds ``dataset(root=..., split=..., transform=...)`` for the train and val splits.
 
     ``prepare`` (optional) is called as ``prepare(root)`` once per node before set-up, e.g. to generate
-    the embedded synthetic data.
+    the embedded synthetic data. ``seed`` fixes the training order and augmentation (default: the seed of
+    ``seed_everything``, else torch's initial seed). Set-up checks every listed file's header (``check_headers``).
     """
 
     def __init__(
@@ -52,6 +63,7 @@ class SegDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = False,
         prepare: Callable | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -63,7 +75,9 @@ class SegDataModule(pl.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.prepare = prepare
+        self.seed = seed
         self.train_set = self.val_set = None
+        self._headers_checked: set[str] = set()
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
@@ -85,6 +99,10 @@ class SegDataModule(pl.LightningDataModule):
                 f"{self.val_set.num_classes} classes"
             )
         for ds in (self.train_set, self.val_set):
+            # file headers (readable, index masks, matching sizes, not truncated) before any model is built
+            if ds is not None and ds.split not in self._headers_checked:
+                ds.check_headers()
+                self._headers_checked.add(ds.split)
             # seeds the main-process pipeline too (num_workers=0); workers reseed in seed_worker
             if ds is not None and hasattr(ds.transform, "set_random_seed"):
                 ds.transform.set_random_seed(torch.initial_seed() % 2**32)
@@ -94,27 +112,49 @@ class SegDataModule(pl.LightningDataModule):
         """Class names of the configured dataset (available after ``setup``)."""
         return list(self.val_set.classes)
 
-    def _loader(self, ds, batch_size: int, train: bool, sampler=None) -> DataLoader:
-        return DataLoader(
+    def _loader(self, ds, batch_size: int, train: bool, sampler, seed: int, loader_cls: type = DataLoader):
+        return loader_cls(
             ds,
             batch_size=batch_size,
-            shuffle=train,
             sampler=sampler,
             drop_last=train,  # a last batch of 1 would break BatchNorm in ASPP's pooling branch
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             worker_init_fn=seed_worker,
             persistent_workers=self.num_workers > 0,
+            # its own generator: creating an iterator then draws nothing from torch's global one (which dropout
+            # uses), so the global random stream does not depend on when loaders were created (resume)
+            generator=torch.Generator().manual_seed(seed),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        if len(self.train_set) < self.batch_size:  # e.g. a handful of sample images: one batch of all of them
+    def train_seed(self) -> int:
+        """The seed of the training order and augmentation: ``seed``, else the global seed (rank 0's under DDP)."""
+        if self.seed is not None:
+            return int(self.seed)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**63))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shared = [seed]  # every process must shuffle alike to split the epoch between them
+            torch.distributed.broadcast_object_list(shared, src=0)
+            seed = shared[0]
+        return seed
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        batch_size = self.batch_size
+        if len(self.train_set) < batch_size:  # e.g. a handful of sample images: one batch of all of them
             log.warning(
                 "data.batch_size=%d but split '%s' has %d images: training on batches of %d",
-                self.batch_size, self.train_split, len(self.train_set), len(self.train_set),
+                batch_size, self.train_split, len(self.train_set), len(self.train_set),
             )  # fmt: skip
-            return self._loader(self.train_set, len(self.train_set), train=True)
-        return self._loader(self.train_set, self.batch_size, train=True)
+            batch_size = len(self.train_set)
+        seed = self.train_seed()
+        sampler = SeededSampler(self.train_set, seed=seed)
+        fit_loop = getattr(self.trainer, "fit_loop", None)
+        if fit_loop is not None:
+            # Lightning sets the epoch only after it has created (and with workers, primed) the first iterator
+            sampler.set_epoch(fit_loop.epoch_progress.current.processed)
+        with warnings.catch_warnings():  # torchdata 0.11 calls a deprecated torch function on construction
+            warnings.filterwarnings("ignore", message=".*set_vital.*")
+            return self._loader(self.train_set, batch_size, True, sampler, seed, loader_cls=StatefulDataLoader)
 
     def val_dataloader(self) -> DataLoader:
         sampler = None
@@ -123,4 +163,4 @@ class SegDataModule(pl.LightningDataModule):
             # images would be scored twice; this one splits it without padding (exact dataset-level metrics).
             # Ranks may then run one batch fewer: safe, as DDP syncs buffers only on the first no-grad forward
             sampler = UnrepeatedDistributedSampler(self.val_set, shuffle=False)
-        return self._loader(self.val_set, self.val_batch_size, train=False, sampler=sampler)
+        return self._loader(self.val_set, self.val_batch_size, False, sampler, seed=0)

@@ -10,6 +10,7 @@ import datetime
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -71,6 +72,7 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
 
 def header(title: str, command: str) -> None:
     """Print what RESULTS.md records with every figure: the question, the machine, the command."""
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up when the output goes to a file
     print(f"# {title}")
     print(f"machine: {machine()}")
     print(f"command: {command}")

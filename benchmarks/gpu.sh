@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu.sh --cpu-check     # here: the same scripts on the CPU at a tiny size (no GPU needed)
 #
 # Results go to benchmarks/results/gpu-<date>/ (override with OUT=...): nvidia-smi.csv, single.{txt,json},
-# ddp.{txt,json}. Copy the figures into benchmarks/RESULTS.md with the date and this command.
+# ddp.{txt,json}, slide.txt. Copy the figures into benchmarks/RESULTS.md with the date and this command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -35,4 +35,6 @@ NGPU=$(nvidia-smi -L | wc -l)
 "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" benchmarks/gpu_throughput.py --device cuda \
     --backbones resnet101 --output-strides 16 --crop 513 --batch "$BATCH" --compile off \
     --json "$OUT/ddp.json" 2>&1 | tee "$OUT/ddp.txt"
+# sliding-window inference on a 1024x2048 image: 8 windows per pass against one at a time (goal 6 on a GPU)
+"$PY" benchmarks/sliding_window.py --device cuda --windows 256 512 769 --batch 8 --rounds 5 2>&1 | tee "$OUT/slide.txt"
 echo "results in $OUT"

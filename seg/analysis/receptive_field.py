@@ -132,6 +132,14 @@ def _node_rf(node: fx.Node, gm: fx.GraphModule, rfs: dict[fx.Node, RF], axis: in
     return _union([rfs[n] for n in inputs])
 
 
+class _LeafConvTracer(fx.Tracer):
+    """Keeps every nn.Conv2d subclass (e.g. seg.models.atrous.AtrousConv2d, whose forward branches on the
+    device and dtype) one node, as fx does for torch's own modules."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, module_qualified_name)
+
+
 def _stage_names(net: nn.Module) -> list[str]:
     """Default rows: the children of ``net.backbone`` that convolve or pool, then the other children of net."""
     spatial = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -163,7 +171,7 @@ def receptive_fields(
     was_training = net.training
     net.eval()
     try:
-        gm = fx.symbolic_trace(net)
+        gm = fx.GraphModule(net, _LeafConvTracer().trace(net))
         param = next(net.parameters(), None)
         like = {"device": param.device, "dtype": param.dtype} if param is not None else {}
         ShapeProp(gm).propagate(torch.zeros(1, in_channels, h, w, **like))

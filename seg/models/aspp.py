@@ -6,13 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seg.models.atrous import AtrousConv2d
+
 
 class ASPPConv(nn.Sequential):
     """3x3 atrous conv + BN + ReLU; padding equals the rate so the map size is kept."""
 
     def __init__(self, in_channels: int, out_channels: int, rate: int):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=False),
+            AtrousConv2d(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
         )

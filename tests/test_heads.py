@@ -88,6 +88,31 @@ def test_contextnet_contract():
     assert net.context[0].in_channels == 5  # the module works on the class scores
 
 
+def test_contextnet_trains_the_front_end_alone_first():
+    """For `front_end_steps` training batches "out" is the front end's scores and the module gets no gradient;
+    then the module joins and "aux" supervises the scores. The count is in the state_dict (resume)."""
+    torch.manual_seed(0)
+    net = ContextNet(3, "resnet18", output_stride=8, aux=True, front_end_steps=2).train()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    for step in range(3):
+        net.zero_grad(set_to_none=True)
+        out = net(x)
+        torch.nn.functional.cross_entropy(out["out"], y).backward()
+        module_grads = [p.grad for p in net.context.parameters()]
+        if step < 2:
+            assert set(out) == {"out"} and all(g is None for g in module_grads)
+        else:
+            assert set(out) == {"out", "aux"} and all(g is not None for g in module_grads)
+            assert any(g.abs().sum() > 0 for g in module_grads)
+    assert int(net.state_dict()["batches_trained"]) == 3
+    with torch.no_grad():
+        net.eval()(x)
+    assert int(net.batches_trained) == 3  # evaluation does not count
+    resumed = ContextNet(3, "resnet18", output_stride=8, front_end_steps=2)
+    resumed.load_state_dict(net.state_dict())
+    assert set(resumed.train()(x)) == {"out", "aux"}  # a resumed run continues in the second stage
+
+
 # ------------------------------------------------------------------------------------------ VGG front end
 
 

@@ -46,10 +46,13 @@ class ContextNet(ResNetSegmenter):
     """Dilated ResNet front end (output stride 8) + FCN score head + context module; contract of DeepLabV3.
 
     Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" when `aux`), upsampled
-    to the input size. Here "aux" is the front end's own scores, the context module's input: the paper trains
-    the front end first, and trained jointly from scratch without that loss a class whose scores turn negative
-    everywhere early is cut off by the module's truncations and never learns (on the quickstart data, three
-    of four shape classes stayed at IoU 0 after two epochs).
+    to the input size. Here "aux" is the front end's own scores, the context module's input.
+
+    The paper trains the front end first and adds the module afterwards. Trained jointly from scratch, a class
+    whose scores turn negative everywhere early is cut off by the module's truncations for good (on the
+    quickstart data, three of four shape classes stayed at IoU 0). So for the first `front_end_steps` training
+    batches the module is left out of training and "out" is the front end's scores; the count is a buffer, like
+    BatchNorm's `num_batches_tracked`, so it is saved in checkpoints and a resumed run continues in the right stage.
     """
 
     def __init__(
@@ -62,18 +65,31 @@ class ContextNet(ResNetSegmenter):
         aux: bool = True,
         weights: str | None = None,
         dropout: float = 0.1,
+        front_end_steps: int = 0,
     ):
+        if front_end_steps < 0:
+            raise ValueError(f"front_end_steps must be >= 0, got {front_end_steps}")
         super().__init__(num_classes, backbone, output_stride, multi_grid, aux=False, weights=weights)
         self.classifier = FCNHead(self.backbone.channels["out"], num_classes, dropout)
         self.context = ContextModule(num_classes, tuple(dilations))
         self.supervise_front_end = aux
+        self.front_end_steps = front_end_steps
+        self.register_buffer("batches_trained", torch.zeros((), dtype=torch.long))
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:
+        # always through the module: while the front end trains alone the module keeps its identity init (no
+        # gradient reaches it), so this is max(scores, 0), whose argmax is the front end's wherever a score is > 0
         return self.context(self.classifier(features["out"]))
 
     def head_outputs(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        if not self.training:
+            return {"out": self.logits(features)}
         scores = self.classifier(features["out"])
+        front_end_only = int(self.batches_trained) < self.front_end_steps
+        self.batches_trained += 1
+        if front_end_only:
+            return {"out": scores}
         outputs = {"out": self.context(scores)}
-        if self.training and self.supervise_front_end:
+        if self.supervise_front_end:
             outputs["aux"] = scores
         return outputs

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 
 def machine() -> str:
@@ -76,3 +77,25 @@ def header(title: str, command: str) -> None:
     print(f"# {title}")
     print(f"machine: {machine()}")
     print(f"command: {command}")
+
+
+def sgd_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool, channels_last: bool = False):
+    """A closure running one SGD training step of a {"out", "aux"} segmenter on (x, y): forward, CE on out + 0.4
+    aux (ignore 255), backward, step, zero_grad; the same code for every model a benchmark compares."""
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+            loss = F.cross_entropy(out["out"], y, ignore_index=255) + 0.4 * F.cross_entropy(
+                out["aux"], y, ignore_index=255
+            )
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step

@@ -17,12 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, median, timed  # noqa: E402
+from bench_utils import header, median, sgd_step, timed  # noqa: E402
 
 from seg.models import DeepLabV3  # noqa: E402
 
@@ -64,22 +63,6 @@ def forward_flops(net: torch.nn.Module, x: torch.Tensor, bf16: bool) -> int:
     with counter, torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         net(x)
     return counter.get_total_flops(), counter.get_flop_counts()
-
-
-def make_step(net, x, y, bf16: bool):
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(x)
-            loss = F.cross_entropy(out["out"], y, ignore_index=255) + 0.4 * F.cross_entropy(
-                out["aux"], y, ignore_index=255
-            )
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
 
 
 def where_time_goes(step, conv_flops: float) -> None:
@@ -133,7 +116,7 @@ def main() -> None:
         net.train()
         flops, by_op = forward_flops(net, xi, bf16)
         conv = sum(v for k, v in by_op.get("Global", {}).items() if "convolution" in str(k))
-        variants[name] = {"step": make_step(net, xi, y, bf16), "flops": flops, "conv": conv, "bf16": bf16, "n": n}
+        variants[name] = {"step": sgd_step(net, xi, y, bf16), "flops": flops, "conv": conv, "bf16": bf16, "n": n}
         print(f"  forward: {flops / 1e9:.1f} GFLOP ({100 * conv / flops:.1f} % in convolutions); step = 3 x forward")
     for v in variants.values():
         v["step"]()  # warm-up (oneDNN primitive creation)

@@ -21,34 +21,12 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchvision.models.segmentation import deeplabv3_resnet50
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, interleave, median, paired_ratio  # noqa: E402
+from bench_utils import header, interleave, median, paired_ratio, sgd_step  # noqa: E402
 
 from seg.models import DeepLabV3  # noqa: E402
-
-
-def make_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, channels_last: bool, bf16: bool):
-    """A closure running one SGD training step of ``net`` on (x, y)."""
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(x)
-            loss = F.cross_entropy(out["out"], y, ignore_index=255) + 0.4 * F.cross_entropy(
-                out["aux"], y, ignore_index=255
-            )
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
 
 
 def build_pair(num_classes: int = 21) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -86,7 +64,7 @@ def main() -> None:
     for name in a.variants:
         kind, cl, bf16 = specs[name]
         tv, seg = build_pair()  # every variant its own copy: channels_last converts in place
-        steps[name] = make_step(tv if kind == "tv" else seg, x, y, cl, bf16)
+        steps[name] = sgd_step(tv if kind == "tv" else seg, x, y, bf16, channels_last=cl)
     print(f"batch {a.batch}x3x{a.size}x{a.size}, {a.rounds} interleaved rounds after {a.warmup} warm-up step(s)")
     times = interleave(steps, a.rounds, a.warmup)
     for name, t in times.items():

@@ -20,7 +20,9 @@ Skips with a message when ../shared/data is absent.
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -132,6 +134,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     single_thread()
     tmp = Path(tempfile.mkdtemp(prefix="seg-bench-data-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # data and checkpoints: GBs
     cases = {
         "VOC (513x513 JPEG, crop 513)": (
             VOCSegmentation(SHARED / "voc_samples", "train", train_transforms(513, (0.5, 2.0))), 21, 513, a.samples),

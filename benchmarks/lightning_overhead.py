@@ -22,8 +22,10 @@ steps count) and the median of the per-step ratios.
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import itertools
+import shutil
 import statistics
 import sys
 import tempfile
@@ -164,6 +166,7 @@ def main() -> None:
     header("Lightning overhead: SegModule + Trainer against a plain loop", "python " + " ".join(sys.argv))
 
     workdir = Path(tempfile.mkdtemp(prefix="seg-bench-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # data and checkpoints: GBs
     overrides = [
         f"data.train_transform.crop_size={a.size}", f"data.batch_size={a.batch}", f"trainer.precision={a.precision}",
         f"model.channels_last={a.precision.startswith('bf16')}", f"trainer.max_steps={a.steps}",

@@ -13,7 +13,9 @@ validation relative to the RSS before it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,6 +106,7 @@ def main() -> None:
     from seg.data.synthetic import generate
 
     tmp = Path(tempfile.mkdtemp(prefix="seg-bench-scale-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # data and checkpoints: GBs
     for f in a.factors:
         generate(tmp / f"x{f}", num_train=f * a.train, num_val=f * a.val, size=96, max_objects=2, seed=0)
     order = a.factors + a.factors[::-1]

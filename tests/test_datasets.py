@@ -294,8 +294,7 @@ def _trees(tmp_path: Path, h: int = H, w: int = W) -> dict[str, Path]:
 
 @pytest.mark.parametrize(
     "name, train_len, crop",
-    [("voc", 2, (513, 513)), ("voc_aug", 4, (513, 513)), ("cityscapes", 2, (769, 769)),
-     ("camvid", 2, (360, 480))],
+    [("voc", 2, (513, 513)), ("voc_aug", 4, (513, 513)), ("cityscapes", 2, (769, 769)), ("camvid", 2, (360, 480))],
 )
 def test_data_configs_build_their_datasets(tmp_path, name, train_len, crop):
     root = _trees(tmp_path)[name]

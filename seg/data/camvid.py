@@ -63,8 +63,7 @@ class CamVidSegmentation(SegmentationDataset):
                 raise ValueError(f"{self.name}: no .png images in {image_dir}")
         else:
             raise FileNotFoundError(
-                f"{self.name}: neither split list {list_file} nor folder {image_dir} exists; "
-                f"expected {self.layout}"
+                f"{self.name}: neither split list {list_file} nor folder {image_dir} exists; expected {self.layout}"
             )
         return [(Path(image).stem, image_dir / image, mask_dir / mask) for image, mask in names]
 

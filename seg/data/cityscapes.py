@@ -77,10 +77,7 @@ class CityscapesSegmentation(SegmentationDataset):
 
     classes = CITYSCAPES_CLASSES
     palette = CITYSCAPES_PALETTE
-    layout = (
-        "leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png and "
-        "gtFine/<split>/<city>/<frame>_gtFine_<format>.png"
-    )
+    layout = "leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png and gtFine/<split>/<city>/<frame>_gtFine_<format>.png"
 
     def __init__(
         self,
@@ -99,9 +96,7 @@ class CityscapesSegmentation(SegmentationDataset):
     def _list_pairs(self) -> list[tuple[str, Path, Path]]:
         image_root = self.root / "leftImg8bit" / self.split
         if not image_root.is_dir():
-            raise FileNotFoundError(
-                f"{self.name}: split folder {image_root} does not exist; expected {self.layout}"
-            )
+            raise FileNotFoundError(f"{self.name}: split folder {image_root} does not exist; expected {self.layout}")
         images = sorted(image_root.glob("*/*_leftImg8bit.png"))
         if not images:
             raise ValueError(f"{self.name}: no <city>/*_leftImg8bit.png images under {image_root}")
@@ -119,7 +114,5 @@ class CityscapesSegmentation(SegmentationDataset):
         bad = (mask >= NUM_LABEL_IDS) & (mask != IGNORE_INDEX)
         if bad.any():
             values = sorted(np.unique(mask[bad]).tolist())[:5]
-            raise ValueError(
-                f"{path}: label values {values} are not Cityscapes labelIds (0..{NUM_LABEL_IDS - 1})"
-            )
+            raise ValueError(f"{path}: label values {values} are not Cityscapes labelIds (0..{NUM_LABEL_IDS - 1})")
         return LABEL_TO_TRAIN[mask]

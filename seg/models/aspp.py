@@ -43,15 +43,11 @@ class ASPP(nn.Module):
     (one value per channel); torchvision's ASPP behaves the same. Train with batch size >= 2.
     """
 
-    def __init__(
-        self, in_channels: int, atrous_rates: Sequence[int], out_channels: int = 256, dropout: float = 0.5
-    ):
+    def __init__(self, in_channels: int, atrous_rates: Sequence[int], out_channels: int = 256, dropout: float = 0.5):
         super().__init__()
         rates = tuple(int(r) for r in atrous_rates)
         branches: list[nn.Module] = [
-            nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()
-            )
+            nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
         ]
         branches += [ASPPConv(in_channels, out_channels, rate) for rate in rates]
         branches.append(ASPPPooling(in_channels, out_channels))

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf, open_dict
 from seg.atomic import write_json_atomic
 from seg.checkpoint import CheckpointError, safe_load
 from seg.models.backbone import DilatedResNet
+from seg.models.context_module import ContextModule
 from seg.models.weights import load_backbone_weights
 from seg.resume import AtomicCheckpointIO
 from seg.train import train, use_sync_batchnorm
@@ -242,6 +243,23 @@ def test_two_process_ddp_on_the_cpu_trains_and_validates(tmp_path, tiny_data_dir
     ckpt = safe_load(out / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 6 and not any("running_mean" not in k and "sync" in k for k in ckpt["state_dict"])
     assert any(p.name.startswith("best-") for p in (out / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_context_module_two_stage_schedule_under_ddp_with_the_documented_strategy(tmp_path, tiny_data_dir):
+    """The command the README gives for the context model under DDP: the module's parameters get no gradient while
+    the front end trains alone, which plain ``ddp`` refuses; ``ddp_find_unused_parameters_true`` trains both stages."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "seg.train", *tiny_args(tiny_data_dir), "model=context", "model.net.front_end_steps=2",
+           "trainer=ddp", "trainer.strategy=ddp_find_unused_parameters_true", "trainer.accelerator=cpu",
+           "trainer.devices=2", "trainer.max_epochs=2", f"hydra.run.dir={out}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = safe_load(out / "checkpoints" / "last.ckpt")["state_dict"]
+    assert int(state["net.batches_trained"]) == 6  # 24 images / 2 processes / batch 4 = 3 steps, 2 epochs
+    identity = ContextModule(5).state_dict()  # 5 classes: background + 4 shapes
+    moved = [k for k, v in identity.items() if not torch.equal(state[f"net.context.{k}"], v)]
+    assert moved, "the context module never trained after the front-end stage"
 
 
 # 6. safe loading ----------------------------------------------------------------------------------------------------

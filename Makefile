@@ -9,22 +9,23 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m seg.train
 
 test: $(STAMP)
-	$(BIN)/ruff check seg tests
+	$(BIN)/ruff check seg tests benchmarks
+	$(BIN)/ruff format --check seg tests benchmarks
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
 
 lint: $(STAMP)
-	$(BIN)/ruff check seg tests
-	$(BIN)/ruff format --check seg tests
+	$(BIN)/ruff check seg tests benchmarks
+	$(BIN)/ruff format --check seg tests benchmarks
 
 clean:
 	rm -rf $(VENV) outputs/*/ .pytest_cache

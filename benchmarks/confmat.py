@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header, interleave, median  # noqa: E402
 
-from seg.config import compose_config  # noqa: E402
+from seg.hydra_utils import compose_config  # noqa: E402
 from seg.metrics import ConfusionMatrix  # noqa: E402
 
 

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header  # noqa: E402
 
-from seg.config import compose_config  # noqa: E402
+from seg.hydra_utils import compose_config  # noqa: E402
 
 
 class PlainLoop:
@@ -53,12 +53,16 @@ class PlainLoop:
         self.net, self.criterion, self.hp = module.net.train(), module.criterion, hp
         self.batches, self.bf16 = batches, bf16
         backbone_ids = {id(p) for p in self.net.backbone.parameters()}
+        opt = module.optimizer_factory  # the config's SGD settings (a functools.partial)
+        lr = opt.keywords["lr"]
         groups = [
             {"params": [p for p in self.net.parameters() if id(p) in backbone_ids]},
-            {"params": [p for p in self.net.parameters() if id(p) not in backbone_ids], "lr": hp.lr * hp.head_lr_mult},
+            {"params": [p for p in self.net.parameters() if id(p) not in backbone_ids], "lr": lr * hp.head_lr_mult},
         ]
-        self.opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        self.sched = torch.optim.lr_scheduler.PolynomialLR(self.opt, total_iters=total_steps, power=hp.poly_power)
+        self.opt = torch.optim.SGD(groups, lr=lr, momentum=opt.keywords["momentum"],
+                                   weight_decay=opt.keywords["weight_decay"])  # fmt: skip
+        power = module.scheduler_factory.keywords["power"]
+        self.sched = torch.optim.lr_scheduler.PolynomialLR(self.opt, total_iters=total_steps, power=power)
 
     def step(self, index: int) -> float:
         """Seconds for one step on batch ``index``."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from seg.config import compose_config
+from seg.hydra_utils import compose_config
 
 
 def time_steps(channels_last: bool, bf16: bool, steps: int, batch: int, size: int) -> float:

@@ -76,7 +76,7 @@ def child(root: str, out_dir: str, epochs: int, train: int, val: int) -> None:
     """Train the quickstart configuration on ``root`` through seg.train.train, with the probe as a callback."""
     from omegaconf import open_dict
 
-    from seg.config import compose_config
+    from seg.hydra_utils import compose_config
     from seg.train import train as run_training
 
     cfg = compose_config([

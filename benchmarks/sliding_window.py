@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header, interleave, median, paired_ratio  # noqa: E402
 
-from seg.config import compose_config  # noqa: E402
+from seg.hydra_utils import compose_config  # noqa: E402
 from seg.inference import InferenceConfig, infer, windows  # noqa: E402
 
 

@@ -19,7 +19,7 @@ import psutil
 from omegaconf import open_dict
 from pytorch_lightning.callbacks import Callback
 
-from seg.config import compose_config
+from seg.hydra_utils import compose_config
 from seg.train import train
 
 SAMPLES: list[tuple[int, float]] = []  # (global step, RSS in MiB), filled by RSSMonitor

@@ -1,4 +1,4 @@
-"""Checkpoints for inference: find the run's config, rebuild the model and load its weights safely.
+"""Checkpoint I/O: atomic checkpoint writes, resume checks, and models rebuilt from checkpoints for inference.
 
 Reads Lightning checkpoints of this repository (the net is rebuilt from the run folder's ``.hydra/config.yaml``)
 and torchvision ``deeplabv3_resnet50/101`` / ``fcn_resnet50/101`` state_dicts (seg's submodule names are
@@ -7,32 +7,76 @@ torchvision's, so their keys map one to one). Everything loads with ``torch.load
 
 from __future__ import annotations
 
-import argparse
 import copy
-import pickle
-import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
+from seg.atomic import atomic_write
 from seg.models import DeepLabV3
+from seg.models.weights import CheckpointError, check_state_dict, read_state_dict, safe_load, unwrap_state_dict
 from seg.module import SegModule
 
+__all__ = [
+    "AtomicCheckpointIO", "CheckpointError", "LoadedModel", "check_resume_checkpoint", "load_model",
+    "load_net_weights", "newest_checkpoint", "read_state_dict", "safe_load", "unwrap_state_dict",
+]  # fmt: skip
+
 RUN_CONFIG = Path(".hydra") / "config.yaml"
-_LIGHTNING_PREFIX = "net."  # SegModule.net
-_WRAPPER_PREFIXES = ("module.", "model.")  # DistributedDataParallel / wrapped models saved whole
-_SHOW = 5  # offending keys listed in an error
 _TORCHVISION_ASPP_RATES = (12, 24, 36)  # torchvision's DeepLabHead; its dilated ResNets have output stride 8
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints with :func:`seg.atomic.atomic_write` and reads them with ``weights_only=True`` only.
+
+    Lightning's own ``TorchCheckpointIO`` stages the file in the system temporary folder and moves it: a rename
+    only when that folder shares the checkpoint's filesystem (otherwise a copy in place, which a kill can cut
+    short), and without fsync.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        # a diverging run can poison weights or BatchNorm statistics a step before its loss turns NaN
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
+        if bad:
+            raise FloatingPointError(
+                f"training diverged: the weights at global step {checkpoint.get('global_step')} hold NaN or Inf "
+                f"({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); not writing {path}, the last "
+                "checkpoint written is kept"
+            )
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
+
+    def __init__(self, preloaded: tuple[str | Path, dict] | None = None) -> None:
+        super().__init__()
+        # (path, checkpoint) already read by seg.train to check it before the model is built: served once,
+        # so a resume reads the file once
+        self._preloaded = preloaded
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if self._preloaded is not None and Path(self._preloaded[0]).resolve() == Path(path).resolve():
+            checkpoint, self._preloaded = self._preloaded[1], None
+            return checkpoint
+        # whatever the caller asks, never unpickle arbitrary objects (a checkpoint may come from anywhere)
+        return safe_load(path)
+
+
+def check_resume_checkpoint(checkpoint: object, path: str | Path, module: SegModule) -> None:
+    """Before training: the network in ``checkpoint`` (loaded from ``path``) fits ``module.net``: same class
+    count, layers and shapes; else :class:`CheckpointError` naming the file.
+
+    Loads the weights into ``module.net`` on the way, which the resume then overwrites with the same values.
+    """
+    load_net_weights(module.net, unwrap_state_dict(checkpoint, path), path)
 
 
 @dataclass
@@ -70,63 +114,6 @@ def load_run_config(run_dir: str | Path, output_dir: str | Path | None = None) -
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir if output_dir is not None else run_dir)
     return cfg
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else type(exc).__name__
-
-
-def safe_load(path: str | Path) -> object:
-    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file.
-
-    ``weights_only`` (plus ``argparse.Namespace``, which torchvision's reference scripts store) unpickles only
-    tensors and plain containers: a file holding any other pickled object is refused, and its code never runs.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found:
-            raise CheckpointError(
-                f"{path}: refused by torch.load(weights_only=True): it pickles a {found.group(1)} object; "
-                "only tensors and plain containers are loaded"
-            ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt?): {_first_line(e)}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated): {_first_line(e)}") \
-            from None  # fmt: skip
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a Lightning checkpoint, a torchvision reference checkpoint or a plain state_dict file.
-
-    Loaded with :func:`safe_load`: a file holding pickled objects other than tensors is refused, never executed.
-    """
-    return unwrap_state_dict(safe_load(path), path)
-
-
-def unwrap_state_dict(obj: object, path: str | Path = "checkpoint") -> dict[str, Tensor]:
-    """Find the state_dict in a loaded checkpoint and strip a prefix all its keys share ("net.", "module.", ...)."""
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):  # Lightning; torchvision's reference scripts
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: holds no state_dict (a mapping of parameter names to tensors)")
-    state = dict(obj)
-    if any(k.startswith(_LIGHTNING_PREFIX) for k in state):
-        # a SegModule's: keep the net's keys (the module may hold other state next to them)
-        state = {k[len(_LIGHTNING_PREFIX) :]: v for k, v in state.items() if k.startswith(_LIGHTNING_PREFIX)}
-    for prefix in _WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
 
 
 def torchvision_architecture(state: Mapping[str, Tensor]) -> dict | None:
@@ -196,18 +183,7 @@ def load_net_weights(
                 f"{trained} classes, or load it with reinit_classifier=True to fine-tune a new classifier"
             )
         state = {k: v for k, v in state.items() if k not in head}
-    missing = [k for k in expected if k not in state and k not in head and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
-              if k in expected and v.shape != expected[k].shape]  # fmt: skip
-    problems = [
-        f"{label} ({len(keys)}): {keys[:_SHOW]}"
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches (file vs model)", shapes))
-        if keys
-    ]  # fmt: skip
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model ({type(net).__name__}); " + "; ".join(problems))
+    check_state_dict(net, state, source, ignore=head)
     net.load_state_dict(state, strict=False)
 
 

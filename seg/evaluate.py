@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, RichProgressBar
-from torchmetrics import Metric
 
+from seg.callbacks.evaluation_report import EvaluationReport
 from seg.checkpoint import LoadedModel, check_num_classes, load_model, run_inference_defaults
-from seg.cli import exit_on_error
 from seg.data.datamodule import SegDataModule
+from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag
-from seg.metrics import metrics_report, print_report
-from seg.train import write_json_atomic
-from seg.viz import save_confusion_matrix
 
 TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
@@ -45,36 +40,6 @@ def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> SegDataModule:
     datamodule.setup("validate")
     check_num_classes(loaded, type(datamodule.val_set).__name__, datamodule.val_set.num_classes)
     return datamodule
-
-
-class EvaluationReport(Callback):
-    """On rank 0 after validation: print the table, write ``metrics.json`` and ``confusion_matrix.png``.
-
-    A callback, so that it runs inside the (possibly spawned) rank-0 process that holds the summed matrix.
-    """
-
-    def __init__(self, out_dir: str | Path, class_names: list[str], extra: dict, title: str) -> None:
-        self.out_dir, self.class_names, self.extra, self.title = Path(out_dir), class_names, extra, title
-        self.start = 0.0
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = time.perf_counter()
-        # ddp_spawn pickles the module through torch.multiprocessing, which moves CPU tensors into shared memory:
-        # every process would then add into one confusion matrix. reset() gives each process tensors of its own.
-        for metric in pl_module.modules():
-            if isinstance(metric, Metric):
-                metric.reset()
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        report = metrics_report(pl_module.last_val_metrics, self.class_names)
-        confmat = pl_module.last_val_confmat
-        report.update(self.extra, pixels=int(confmat.sum()), eval_wall_s=round(time.perf_counter() - self.start, 2))
-        report["confusion_matrix"] = confmat.tolist()
-        write_json_atomic(self.out_dir / "metrics.json", report)
-        save_confusion_matrix(confmat, self.class_names, self.out_dir / "confusion_matrix.png")
-        print_report(report, title=self.title)
 
 
 def evaluate(cfg: DictConfig) -> dict | None:
@@ -114,11 +79,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     return json.loads((out_dir / "metrics.json").read_text())
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-@exit_on_error
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
-
+main = entry_point("evaluate", evaluate)
 
 if __name__ == "__main__":
     main()

@@ -3,36 +3,42 @@
 ONNX (torch.onnx's dynamo exporter) with dynamic batch, height and width, or TorchScript (traced; the traced graph
 keeps the input size symbolic). Each file is reloaded and checked against the PyTorch model on random inputs of
 two sizes; the max abs logit difference is printed and the command fails above ``tolerance``. ``quantize=int8``
-adds an onnxruntime static-int8 model (seg/quantize.py) and reports its mIoU change and speed-up on the val split.
+adds an onnxruntime static-int8 model and reports its mIoU change and speed-up on the val split.
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import hydra
 import numpy as np
-import onnxruntime as ort
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.progress import Progress
 from torch import nn
 
+from seg.atomic import write_json_atomic
 from seg.checkpoint import LoadedModel, check_num_classes, load_model
-from seg.cli import exit_on_error
-from seg.quantize import compare_on_split, quantize_int8
-from seg.train import write_json_atomic
+from seg.data.base import IGNORE_INDEX
+from seg.extras import require
+from seg.hydra_utils import entry_point
+from seg.metrics import ConfusionMatrix, metrics_from_confmat
 
 FORMATS = ("onnx", "torchscript")
-Runner = Callable[[np.ndarray], np.ndarray]
+_ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's enum names
+CALIBRATION_METHODS = tuple(_ORT_METHOD)
+Runner = Callable[[np.ndarray], np.ndarray]  # a float32 batch (B, 3, H, W) -> logits, whatever runs it
 
 
 def export_onnx(net: nn.Module, path: str | Path, opset: int = 18) -> Path:
     """Write ``net`` (fp32, eval) as ONNX: input "image" (batch, 3, height, width) -> output "logits", all dynamic."""
+    require("onnxscript", "export")  # torch.onnx's dynamo exporter needs onnx and onnxscript
     batch, height, width = (torch.export.Dim(n, min=m) for n, m in (("batch", 1), ("height", 16), ("width", 16)))
     example = torch.randn(1, 3, 64, 64)
     torch.onnx.export(
@@ -61,6 +67,7 @@ def export_torchscript(net: nn.Module, path: str | Path) -> Path:
 
 def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
     """An onnxruntime CPU session as a function of a float32 batch (B, 3, H, W) -> logits."""
+    ort = require("onnxruntime", "export")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
@@ -95,6 +102,93 @@ def max_abs_diffs(net: nn.Module, run: Runner, shapes: Sequence[Sequence[int]], 
             raise ValueError(f"export gives shape {out.shape} for input {tuple(shape)}; expected {reference.shape}")
         diffs.append(float(np.abs(out - reference).max()))
     return diffs
+
+
+def _image(dataset: Sequence, index: int) -> np.ndarray:
+    """Sample ``index`` of a dataset with a normalising transform as a (1, 3, H, W) float32 batch."""
+    image = dataset[index][0]
+    return np.asarray(image, dtype=np.float32)[None]
+
+
+class ImageReader:
+    """Feeds ``count`` images spread evenly over ``dataset`` to onnxruntime's calibrator, one at a time (the
+    ``CalibrationDataReader`` protocol: ``get_next`` until None)."""
+
+    def __init__(self, dataset: Sequence, count: int, input_name: str = "image") -> None:
+        count = max(1, min(int(count), len(dataset)))
+        self.indices = iter(np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist())
+        self.dataset, self.input_name = dataset, input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        index = next(self.indices, None)
+        return None if index is None else {self.input_name: _image(self.dataset, index)}
+
+
+def quantize_int8(
+    fp32_path: str | Path, int8_path: str | Path, dataset: Sequence, count: int, method: str = "minmax"
+) -> Path:
+    """Write a QDQ int8 model (per-channel int8 weights, uint8 activations) calibrated on ``count`` images."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"int8.calibration_method={method!r}; expected one of {list(CALIBRATION_METHODS)}")
+    quantization = require("onnxruntime.quantization", "export")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # onnxruntime's recommended pre-pass (shape inference + graph optimisation); symbolic shape inference
+        # cannot follow the dynamo export's dynamic Resize sizes, ONNX's own shape inference can
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantization.quantize_static(
+            str(prepared),
+            str(int8_path),
+            ImageReader(dataset, count),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHOD[method]),
+        )
+    return Path(int8_path)
+
+
+def compare_on_split(
+    fp32: Runner,
+    int8: Runner,
+    dataset: Sequence,
+    num_classes: int,
+    limit: int | None = None,
+    console: Console | None = None,
+) -> dict:
+    """mIoU of both models on ``dataset`` (image, mask) pairs and their mean per-image latency, interleaved.
+
+    Each image goes through fp32 then int8 right after, so load on the machine slows both alike.
+    """
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    confmats = {k: ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX) for k in ("fp32", "int8")}
+    seconds = {"fp32": 0.0, "int8": 0.0}
+    for run in (fp32, int8):  # warm-up: the first call allocates
+        run(_image(dataset, 0))
+    with Progress(console=console or Console(stderr=True), transient=True) as progress:
+        for index in progress.track(range(count), description="int8 vs fp32"):
+            image, mask = dataset[index]
+            x = np.asarray(image, dtype=np.float32)[None]
+            target = torch.as_tensor(np.asarray(mask)).long()[None]
+            for name, run in (("fp32", fp32), ("int8", int8)):
+                start = time.perf_counter()
+                logits = run(x)
+                seconds[name] += time.perf_counter() - start
+                confmats[name].update(torch.from_numpy(logits).argmax(dim=1), target)
+    miou = {k: metrics_from_confmat(m.compute())["mIoU"] for k, m in confmats.items()}
+    ms = {k: 1000 * s / count for k, s in seconds.items()}
+    return {
+        "images": count,
+        "mIoU_fp32": miou["fp32"],
+        "mIoU_int8": miou["int8"],
+        "mIoU_change": miou["int8"] - miou["fp32"],
+        "ms_fp32": ms["fp32"],
+        "ms_int8": ms["int8"],
+        "speedup": ms["fp32"] / ms["int8"],
+    }
 
 
 def export(cfg: DictConfig, console: Console | None = None) -> dict:
@@ -164,11 +258,7 @@ def _quantize(cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Pa
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
-@exit_on_error
-def main(cfg: DictConfig) -> None:
-    export(cfg)
-
+main = entry_point("export", export)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,8 @@ PRECISIONS = ("32", "bf16", "16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
-def _pair(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+def pair(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``(H, W)`` from one side or a pair (Hydra gives ints and ListConfigs); None stays None."""
     if value is None:
         return None
     if isinstance(value, int):
@@ -43,8 +44,8 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once (Hydra passes ListConfig and ints)
         set_(self, "precision", None if self.precision is None else str(self.precision))
-        set_(self, "window", _pair(self.window))
-        set_(self, "stride", _pair(self.stride))
+        set_(self, "window", pair(self.window))
+        set_(self, "stride", pair(self.stride))
         set_(self, "scales", tuple(float(s) for s in self.scales))
         set_(self, "channels_last", bool(self.channels_last))
         if self.mode not in MODES:
@@ -68,13 +69,17 @@ class InferenceConfig:
 
     @classmethod
     def from_options(cls, options: Mapping, defaults: Mapping | None = None) -> InferenceConfig:
-        """Build from a config node; a value ``"auto"`` takes ``defaults[key]`` (e.g. what the training run used)."""
+        """Build from a config node; a value ``"auto"`` takes ``defaults[key]`` (e.g. what the training run used).
+
+        ``precision: null`` in a config means ``auto`` too: an entry point has no caller's autocast to leave it to.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown inference option(s) {unknown}; expected {sorted(known)}")
         defaults = defaults or {}
-        values = {k: defaults.get(k) if isinstance(v, str) and v == "auto" else v for k, v in options.items()}
+        auto = {k for k, v in options.items() if (isinstance(v, str) and v == "auto") or (k == "precision" and v is None)}
+        values = {k: defaults.get(k) if k in auto else v for k, v in options.items()}
         return cls(**values)
 
     @property

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import hydra
 import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
@@ -21,10 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from seg.checkpoint import LoadedModel, check_num_classes, load_model, run_inference_defaults
-from seg.cli import exit_on_error
+from seg.data.base import IGNORE_INDEX
 from seg.data.cityscapes import LABELS, CityscapesSegmentation
 from seg.data.io import read_image, write_index_mask
-from seg.data.voc import IGNORE_INDEX
+from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag, infer
 from seg.viz import overlay
 
@@ -136,11 +135,7 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
-@exit_on_error
-def main(cfg: DictConfig) -> None:
-    predict(cfg)
-
+main = entry_point("predict", predict)
 
 if __name__ == "__main__":
     main()

@@ -8,22 +8,23 @@ resume checkpoint) is found before the model is built or trained and ends with o
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seg.atomic import write_json_atomic
-from seg.checkpoint import safe_load
-from seg.cli import exit_on_error
+from seg.callbacks.final_validation import FinalValidation
+from seg.callbacks.resume import ResumeState
+from seg.checkpoint import AtomicCheckpointIO, check_resume_checkpoint, safe_load
+from seg.hydra_utils import entry_point, in_multirun
 from seg.metrics import metrics_report, print_report
-from seg.resume import AtomicCheckpointIO, ResumeState, check_resume_checkpoint
 
-__all__ = ["train", "write_json_atomic"]  # seg.evaluate and the job-status callback import the writer from here
+__all__ = ["main", "train"]
 log = logging.getLogger(__name__)
 
 
@@ -54,25 +55,30 @@ def train(cfg: DictConfig) -> float:
     model = instantiate(cfg.model)
     if checkpoint is not None:
         check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
-        del checkpoint  # Lightning reads it again, through AtomicCheckpointIO (weights_only)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks.append(ResumeState())
+    final = FinalValidation()  # validates the final step in fit when it is no validation step of its own
+    callbacks += [ResumeState()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers,
-        plugins=[AtomicCheckpointIO()],
+        # Lightning's resume gets the checkpoint already read (once, weights_only) instead of reading it again
+        plugins=[AtomicCheckpointIO(preloaded=(ckpt_path, checkpoint) if checkpoint is not None else None)],
         sync_batchnorm=use_sync_batchnorm(cfg.trainer),
     )
 
     start = time.perf_counter()
+    del checkpoint
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - start
 
+    # the metrics of the final weights only: never the sanity check's, nor an earlier validation's
+    validated = True
     score = trainer.callback_metrics.get(cfg.optimized_metric)
-    if model.last_val_metrics is not None and trainer.is_global_zero:
+    if validated and model.last_val_metrics is not None and trainer.is_global_zero:
         report = metrics_report(model.last_val_metrics, datamodule.class_names)
+        best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
         report.update(
             mIoU_best=float(model.val_miou_best.compute()),
             epoch=trainer.current_epoch,
@@ -81,14 +87,20 @@ def train(cfg: DictConfig) -> float:
         )
         write_json_atomic(out_dir / "metrics.json", report)
         print_report(report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
-    return float(score) if score is not None else float("nan")
+    elif not validated:
+        log.warning("no validation of the final weights (validation is off): no metrics.json written")
+    value = float(score) if score is not None else float("nan")
+    if math.isnan(value) and in_multirun():
+        # a sweeper must record this job as failed: Optuna's refuses a NaN objective with its own traceback
+        state = "not logged" if score is None else "nan"
+        raise ValueError(
+            f"optimized_metric {cfg.optimized_metric} is {state} after {trainer.global_step} steps: the run never "
+            "validated (trainer.limit_val_batches, check_val_every_n_epoch) or diverged"
+        )
+    return value
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@exit_on_error
-def main(cfg: DictConfig) -> float:
-    return train(cfg)
-
+main = entry_point("train", train)
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,6 @@ Figures are ``matplotlib.figure.Figure`` objects built without pyplot: no global
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-IGNORE_INDEX = 255
+from seg.atomic import atomic_write
+from seg.data.base import IGNORE_INDEX
 
 # error map colours: what each pixel of the error panel means
 CORRECT_COLOUR = (48, 48, 48)  # dark grey: prediction equals the ground truth
@@ -233,13 +233,10 @@ def confusion_matrix_figure(confmat: torch.Tensor | np.ndarray, class_names: Seq
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as a PNG through a temporary file and a rename: never half a figure on disk."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")  # figures without a layout engine keep titles
-    os.replace(tmp, path)
-    return path
+    """Write ``fig`` as a PNG with :func:`seg.atomic.atomic_write`: never half a figure on disk."""
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")  # figures without a layout engine keep titles
+    return Path(path)
 
 
 def save_confusion_matrix(confmat: torch.Tensor | np.ndarray, class_names: Sequence[str], path: str | Path) -> None:

@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, open_dict
 
-from seg.config import CONF_DIR, compose_config
 from seg.data.synthetic import generate
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY = {"num_train": 24, "num_val": 5, "size": 64, "max_objects": 2, "seed": 0}
-
-
-compose_cfg = compose_config  # the name the tests use
-__all__ = ["CONF_DIR", "compose_cfg"]
+from tests.helpers import TINY, compose_cfg
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +42,3 @@ def cfg_train(tmp_path: Path, tiny_data_dir: Path) -> DictConfig:
         cfg.paths.log_dir = str(tmp_path)
         del cfg.hydra
     return cfg
-
-
-def needs_shared(sub: str) -> Path:
-    """Path of a ../shared/data folder, or skip the test with the reason when it is absent."""
-    path = SHARED_DATA / sub
-    if not path.is_dir():
-        pytest.skip(f"real data {path} not present (fresh clone without ../shared)")
-    return path

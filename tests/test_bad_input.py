@@ -20,7 +20,7 @@ from PIL import Image
 
 from seg.data.io import write_index_mask
 from seg.data.synthetic import SyntheticShapes
-from tests.run_folder import fake_run
+from tests.helpers import fake_run
 from tests.test_reliability import ROOT, malicious_checkpoint, tiny_args, tiny_cfg
 
 DRIVER = r"""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

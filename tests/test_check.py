@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import compose_cfg, needs_shared
 from PIL import Image
 from rich.console import Console
 from test_datasets import make_camvid, make_cityscapes, make_voc
@@ -19,6 +18,7 @@ from test_datasets import make_camvid, make_cityscapes, make_voc
 from seg.data.check import CheckResult, run_check
 from seg.data.io import write_index_mask
 from seg.data.voc import VOCSegmentation, voc_colormap
+from tests.helpers import compose_cfg, needs_shared
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import segmentation
 
 from seg.checkpoint import CheckpointError, load_model, load_net_weights, read_state_dict, torchvision_architecture
-from seg.cli import exit_on_error
+from seg.hydra_utils import exit_on_error
 from seg.models import DeepLabV3, DilatedResNet, FCNHead
 
 

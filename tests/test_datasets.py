@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
-from conftest import compose_cfg, needs_shared
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from omegaconf.errors import MissingMandatoryValue
@@ -27,6 +26,7 @@ from seg.data.cityscapes import (
 from seg.data.io import read_index_mask, write_index_mask
 from seg.data.voc import VOCSegmentation, voc_colormap
 from seg.data.voc_aug import VOCAugSegmentation
+from tests.helpers import compose_cfg, needs_shared
 
 H, W = 12, 16
 
@@ -320,7 +320,7 @@ def test_experiment_without_root_names_data_root(experiment):
 def test_voc_experiment_switches_to_train_aug_from_the_command_line():
     cfg = compose_cfg(["+experiment=voc_dilated", "data=voc_aug"])
     assert cfg.data.dataset._target_.endswith("VOCAugSegmentation") and cfg.data.train_split == "train_aug"
-    assert cfg.data.train_transform.crop_size == 513 and cfg.model.lr == 0.007
+    assert cfg.data.train_transform.crop_size == 513 and cfg.model.optimizer.lr == 0.007
 
 
 def test_camvid_experiment_trains_on_a_fixture_tree(tmp_path):

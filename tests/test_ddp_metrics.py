@@ -10,8 +10,7 @@ from omegaconf import open_dict
 
 from seg.data.synthetic import SyntheticShapes
 from seg.evaluate import evaluate
-from tests.conftest import compose_cfg
-from tests.run_folder import fake_run
+from tests.helpers import compose_cfg, fake_run
 
 
 def test_two_processes_count_every_image_exactly_once(cfg_train, tmp_path, tiny_data_dir):

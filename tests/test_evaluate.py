@@ -20,8 +20,7 @@ from seg.data.transforms import val_transforms
 from seg.evaluate import evaluate
 from seg.inference import InferenceConfig, infer
 from seg.train import train
-from tests.conftest import compose_cfg
-from tests.run_folder import fake_run
+from tests.helpers import compose_cfg, fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +104,17 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
+
+
+def test_inference_precision_null_means_the_runs_precision(cfg_train, tmp_path):
+    """inference.precision=null is valid (InferenceConfig) and means auto: the run's bf16-mixed, as with auto."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    report = evaluate(eval_cfg(ckpt, tmp_path / "eval", "inference.precision=null"))
+    assert report["precision"] == "bf16" and 0.0 <= report["mIoU"] <= 1.0
+
+
+def test_module_has_no_confusion_matrix_before_validating(cfg_train):
+    from hydra.utils import instantiate
+
+    module = instantiate(cfg_train.model)
+    assert module.last_val_confmat is None and module.last_val_metrics is None

@@ -17,8 +17,7 @@ from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.export import export, onnx_runner, torchscript_runner
 from seg.metrics import metrics_from_confmat
-from tests.conftest import compose_cfg
-from tests.run_folder import fake_run
+from tests.helpers import compose_cfg, fake_run
 
 
 def export_cfg(ckpt: Path, out: Path, *overrides: str):

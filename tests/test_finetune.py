@@ -13,9 +13,9 @@ from omegaconf import open_dict
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from seg.finetune import BackboneFreeze
+from seg.callbacks.finetune import BackboneFreeze
 from seg.train import train
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 class Recorder(pl.Callback):
@@ -51,7 +51,7 @@ class Recorder(pl.Callback):
 def _fit(cfg, callbacks, epochs=2, batches=3):
     torch.manual_seed(0)
     # the fine-tuning setting: head at 10x the backbone rate, no warm-up (the quickstart trains from scratch at 1x)
-    model = instantiate(cfg.model, head_lr_mult=10.0, warmup_iters=0)
+    model = instantiate(cfg.model, head_lr_mult=10.0, scheduler={"warmup_steps": 0})
     dm = instantiate(cfg.data)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -79,7 +79,7 @@ def test_head_only_then_unfreeze_keeps_the_poly_schedule(cfg_train):
     assert not torch.equal(after1["backbone"], after0["backbone"])  # epoch 1: backbone trains
     assert torch.equal(after1["bn_mean"], start["bn_mean"])  # freeze_bn: statistics never move
     # both groups live in the optimizer from step 0 and follow lr * (1 - t/T)^0.9 throughout, unfreezing or not
-    lr, mult, total = cfg_train.model.lr, 10.0, 6
+    lr, mult, total = cfg_train.model.optimizer.lr, 10.0, 6
     assert rec.groups == [2] * total
     for step, (backbone_lr, head_lr) in rec.lrs:
         expected = lr * (1 - step / total) ** 0.9

@@ -10,7 +10,7 @@ from torch import nn
 from seg.models.context_module import BASIC_DILATIONS, ContextModule, ContextNet
 from seg.models.deeplabv3plus import DeepLabV3Plus
 from seg.models.vgg import VGGDilated, fc_to_conv, load_vgg_weights
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 def n_params(module: nn.Module) -> int:
@@ -79,38 +79,69 @@ def test_context_module_identity_init_passes_input_through():
 
 def test_contextnet_contract():
     torch.manual_seed(0)
-    net = ContextNet(5, "resnet18", output_stride=8, aux=True)
+    net = ContextNet(5, "resnet18", output_stride=8)
     x = torch.randn(2, 3, 64, 64)
     out = net.train()(x)
-    assert set(out) == {"out", "aux"} and out["out"].shape == (2, 5, 64, 64)
+    assert set(out) == {"out", "front_end"} and out["out"].shape == out["front_end"].shape == (2, 5, 64, 64)
+    # model.net.aux means in every ResNet segmenter: an FCN head on layer3
+    with_aux = ContextNet(5, "resnet18", output_stride=8, aux=True, supervise_front_end=False).train()
+    assert set(with_aux(x)) == {"out", "aux"} and with_aux.aux_classifier is not None
     with torch.no_grad():
         assert net.eval()(x).shape == (2, 5, 64, 64)
     assert net.context[0].in_channels == 5  # the module works on the class scores
 
 
 def test_contextnet_trains_the_front_end_alone_first():
-    """For `front_end_steps` training batches "out" is the front end's scores and the module gets no gradient;
-    then the module joins and "aux" supervises the scores. The count is in the state_dict (resume)."""
+    """For `front_end_steps` optimizer steps "out" is the front end's scores and the module gets no gradient;
+    then the module joins and "front_end" supervises the scores. The count is in the state_dict (resume)."""
     torch.manual_seed(0)
-    net = ContextNet(3, "resnet18", output_stride=8, aux=True, front_end_steps=2).train()
+    net = ContextNet(3, "resnet18", output_stride=8, front_end_steps=2).train()
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
     for step in range(3):
         net.zero_grad(set_to_none=True)
         out = net(x)
+        assert set(net(x)) == set(out)  # forward calls do not move the clock
         torch.nn.functional.cross_entropy(out["out"], y).backward()
         module_grads = [p.grad for p in net.context.parameters()]
         if step < 2:
             assert set(out) == {"out"} and all(g is None for g in module_grads)
         else:
-            assert set(out) == {"out", "aux"} and all(g is not None for g in module_grads)
+            assert set(out) == {"out", "front_end"} and all(g is not None for g in module_grads)
             assert any(g.abs().sum() > 0 for g in module_grads)
+        net.optimizer_stepped()
     assert int(net.state_dict()["batches_trained"]) == 3
     with torch.no_grad():
         net.eval()(x)
     assert int(net.batches_trained) == 3  # evaluation does not count
     resumed = ContextNet(3, "resnet18", output_stride=8, front_end_steps=2)
     resumed.load_state_dict(net.state_dict())
-    assert set(resumed.train()(x)) == {"out", "aux"}  # a resumed run continues in the second stage
+    assert set(resumed.train()(x)) == {"out", "front_end"}  # a resumed run continues in the second stage
+
+
+def test_contextnet_front_end_steps_count_optimizer_steps_under_gradient_accumulation(tmp_path):
+    """With trainer.accumulate_grad_batches=2, front_end_steps=1 covers the first two batches (one optimizer step),
+    and the count saved in the checkpoint is the trainer's global_step."""
+    import pytorch_lightning as pl
+
+    from seg.module import SegModule
+
+    torch.manual_seed(0)
+    net = ContextNet(3, "resnet18", output_stride=8, front_end_steps=1)
+    module_ran = []  # per training forward: did the context module run
+    net.register_forward_pre_hook(lambda m, i: module_ran.append(False) if m.training else None)
+    net.context.register_forward_hook(lambda m, i, o: module_ran.__setitem__(-1, True) if m.training else None)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8, 32, 32))), batch_size=2
+    )
+    trainer = pl.Trainer(max_steps=2, accumulate_grad_batches=2, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(SegModule(net, num_classes=3), train_dataloaders=data)
+    assert trainer.global_step == 2
+    assert module_ran == [False, False, True, True]
+    assert int(net.batches_trained) == 2
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
+    assert int(state["net.batches_trained"]) == 2
 
 
 # ------------------------------------------------------------------------------------------ VGG front end

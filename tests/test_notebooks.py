@@ -14,8 +14,7 @@ from hydra.utils import instantiate
 
 from seg.analysis.receptive_field import receptive_fields
 from seg.checkpoint import newest_checkpoint
-from tests.conftest import TINY, compose_cfg
-from tests.run_folder import fake_run
+from tests.helpers import TINY, compose_cfg, fake_run
 from tests.test_sweep import make_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

@@ -21,8 +21,7 @@ from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.inference import InferenceConfig, infer
 from seg.predict import list_inputs, predict, train_to_label_ids
-from tests.conftest import compose_cfg
-from tests.run_folder import fake_run
+from tests.helpers import compose_cfg, fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

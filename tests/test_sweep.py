@@ -13,7 +13,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from seg.analysis.sweep import main, report
-from tests.conftest import TINY, compose_cfg
+from tests.helpers import TINY, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_real_optuna_sweep_in_memory(tmp_path, tiny_data_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"model.net.output_stride", "model.net.multi_grid", "model.net.aspp_rates",
-                                        "model.lr"}  # fmt: skip
+                                        "model.optimizer.lr"}  # fmt: skip
     runs = report(sweep)
     assert [r.status for r in runs] == ["ok", "ok"]
     assert max(r.miou for r in runs) == pytest.approx(best["best_value"])  # val/mIoU_best of the best trial

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from seg.train import train
-from tests.conftest import CONF_DIR, compose_cfg
+from tests.helpers import CONF_DIR, compose_cfg
 
 
 def test_default_config_composes_to_the_quickstart():
@@ -55,7 +56,7 @@ def test_tiny_fit_writes_checkpoints_and_metrics(cfg_train, tmp_path):
 def test_training_actually_learns(cfg_train):
     """A few dozen steps on one batch drive the loss well down (the loop, loss and optimiser are wired)."""
     torch.manual_seed(0)
-    model = instantiate(cfg_train.model, lr=0.02)
+    model = instantiate(cfg_train.model)
     dm = instantiate(cfg_train.data)
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
@@ -84,3 +85,52 @@ def test_quickstart_reaches_its_documented_miou(tmp_path):
     train(cfg)
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["mIoU"] >= 0.70, report
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"trainer.max_steps": 2},  # stops in mid-epoch (3 batches), before the epoch-end validation
+        {"trainer.check_val_every_n_epoch": 2},  # the only epoch is not a validation epoch
+    ],
+    ids=["max_steps_below_one_epoch", "last_epoch_not_validated"],
+)
+def test_metrics_come_from_a_validation_of_the_final_weights(cfg_train, tmp_path, overrides):
+    """Never the sanity check's (one batch, untrained weights): metrics.json equals an evaluation of last.ckpt."""
+    from omegaconf import OmegaConf, open_dict
+
+    from seg.evaluate import evaluate
+
+    with open_dict(cfg_train):
+        for key, value in overrides.items():
+            OmegaConf.update(cfg_train, key, value)
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg_train, tmp_path / ".hydra" / "config.yaml")
+    score = train(cfg_train)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["global_step"] == overrides.get("trainer.max_steps", 3)
+    assert math.isfinite(report["mIoU_best"]) and report["mIoU_best"] >= report["mIoU"] and score == report["mIoU_best"]
+    eval_cfg = compose_cfg([f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
+                            "trainer.enable_progress_bar=false"], config_name="evaluate")  # fmt: skip
+    with open_dict(eval_cfg):
+        eval_cfg.paths.output_dir = str(tmp_path / "eval")
+        del eval_cfg.hydra
+    fresh = evaluate(eval_cfg)
+    assert fresh["mIoU"] == pytest.approx(report["mIoU"], abs=1e-6)
+    assert fresh["pixel_acc"] == pytest.approx(report["pixel_acc"], abs=1e-6)
+
+
+def test_miou_best_is_the_logged_value_not_a_local_cache(cfg_train, tmp_path, monkeypatch):
+    """metrics.json's mIoU_best is val/mIoU_best as logged (the same on every process under DDP), not a recompute
+    of the module's MaxMetric after fit, which only rank 0 would call (a collective that hangs under DDP)."""
+    from seg.module import SegModule
+
+    def no_recompute(self):
+        self.val_miou_best.compute = lambda: pytest.fail("val_miou_best recomputed after fit")
+
+    monkeypatch.setattr(SegModule, "on_train_end", no_recompute, raising=False)
+    score = train(cfg_train)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    with (tmp_path / "csv" / "metrics.csv").open() as f:
+        logged = [row["val/mIoU_best"] for row in csv.DictReader(f) if row.get("val/mIoU_best")]
+    assert report["mIoU_best"] == pytest.approx(float(logged[-1]), abs=1e-6) and score == report["mIoU_best"]

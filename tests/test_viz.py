@@ -12,11 +12,11 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from seg.callbacks.image_logger import ValidationImageLogger, fixed_indices
 from seg.checkpoint import load_model
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.data.voc import voc_colormap
-from seg.image_logger import ValidationImageLogger, fixed_indices
 from seg.inference import InferenceConfig, infer
 from seg.train import train
 from seg.viz import (
@@ -33,7 +33,7 @@ from seg.viz import (
     save_confusion_matrix,
     tile,
 )
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 PALETTE = voc_colormap()
 CLASSES = ("background", "disk", "square", "triangle", "cross")
@@ -126,7 +126,7 @@ def test_fixed_indices_spread_over_the_split():
 
 def test_the_default_training_config_logs_four_validation_images():
     cfg = compose_cfg()
-    assert cfg.callbacks.val_images._target_ == "seg.image_logger.ValidationImageLogger"
+    assert cfg.callbacks.val_images._target_ == "seg.callbacks.ValidationImageLogger"
     assert cfg.callbacks.val_images.num_samples == 4
 
 
@@ -135,7 +135,7 @@ def test_image_logger_writes_a_grid_per_validation_to_tensorboard(cfg_train, tmp
         cfg_train.trainer.max_epochs = 2
         cfg_train.trainer.limit_train_batches = 2
         cfg_train.trainer.precision = "32-true"  # a 4-step model's logits nearly tie: bf16 rounding would flip pixels
-        cfg_train.callbacks.val_images = {"_target_": "seg.image_logger.ValidationImageLogger", "num_samples": 3}
+        cfg_train.callbacks.val_images = {"_target_": "seg.callbacks.ValidationImageLogger", "num_samples": 3}
     train(cfg_train)
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
     events.Reload()

@@ -39,7 +39,8 @@ class RF:
 INPUT_RF = RF(size=1.0, jump=1.0, centre=0.0)
 
 
-def _pair(value: int | tuple[int, ...], axis: int) -> int:
+def _along(value: int | tuple[int, ...], axis: int) -> int:
+    """One axis of a layer's kernel/stride/padding/dilation, given as an int or a per-axis tuple."""
     return value[axis] if isinstance(value, tuple) else value
 
 
@@ -107,12 +108,12 @@ def _node_rf(node: fx.Node, gm: fx.GraphModule, rfs: dict[fx.Node, RF], axis: in
         if isinstance(mod, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
             if isinstance(mod, nn.Conv2d) and mod.transposed:
                 raise ValueError(f"{node.target}: transposed convolutions are not supported")
-            dilation = _pair(getattr(mod, "dilation", 1), axis)
+            dilation = _along(getattr(mod, "dilation", 1), axis)
             return _window(
                 rfs[inputs[0]],
-                _pair(mod.kernel_size, axis),
-                _pair(mod.stride, axis),
-                mod.padding if isinstance(mod.padding, str) else _pair(mod.padding, axis),
+                _along(mod.kernel_size, axis),
+                _along(mod.stride, axis),
+                mod.padding if isinstance(mod.padding, str) else _along(mod.padding, axis),
                 dilation,
             )
         if isinstance(mod, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
@@ -324,7 +325,7 @@ def _net_from_config(overrides: Sequence[str]) -> nn.Module:
     """``model.net`` of the composed train config (the same config ``python -m seg.train`` would use)."""
     from hydra.utils import instantiate
 
-    from seg.config import compose_config
+    from seg.hydra_utils import compose_config
 
     return instantiate(compose_config(list(overrides)).model.net)
 

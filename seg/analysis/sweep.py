@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from seg.analysis.job_status import STATUS_FILE
+from seg.callbacks.job_status import STATUS_FILE
 
 METRICS = ("mIoU", "mIoU_best", "pixel_acc", "mean_acc", "fw_iou", "global_step", "epoch", "train_wall_s")
 REPORT = "sweep_report"

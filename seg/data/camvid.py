@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.data.voc import IGNORE_INDEX, SegmentationDataset, palette_from
+from seg.data.base import IGNORE_INDEX, SegmentationDataset, palette_from
 
 CAMVID_CLASSES: tuple[str, ...] = (
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",

@@ -11,7 +11,6 @@ import sys
 from dataclasses import dataclass, field
 
 import cv2
-import hydra
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -19,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from seg.cli import exit_on_error
-from seg.data.voc import IGNORE_INDEX, SegmentationDataset
+from seg.data.base import IGNORE_INDEX, SegmentationDataset
+from seg.hydra_utils import entry_point
 
 
 @dataclass
@@ -134,14 +133,15 @@ def run_check(cfg: DictConfig, console: Console | None = None) -> CheckResult:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="check")
-@exit_on_error
-def main(cfg: DictConfig) -> None:
+def check(cfg: DictConfig) -> None:
+    """``run_check`` as a command: exit status 1 when any problem was found."""
     # OpenCV logs its own warning for each truncated file on stderr; the report names them already
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if not run_check(cfg).ok:
         sys.exit(1)
 
+
+main = entry_point("check", check)
 
 if __name__ == "__main__":
     main()

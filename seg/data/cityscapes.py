@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.data.voc import IGNORE_INDEX, SegmentationDataset, palette_from
+from seg.data.base import IGNORE_INDEX, SegmentationDataset, palette_from
 
 # cityscapesScripts helpers/labels.py: (name, id, trainId, color). License plate (id -1) is never written to
 # labelIds images (json2labelImg skips negative ids), so ids 0..33 are the whole on-disk vocabulary.

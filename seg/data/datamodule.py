@@ -47,6 +47,20 @@ class SegDataModule(pl.LightningDataModule):
     ``prepare`` (optional) is called as ``prepare(root)`` once per node before set-up, e.g. to generate
     the embedded synthetic data. ``seed`` fixes the training order and augmentation (default: the seed of
     ``seed_everything``, else torch's initial seed). Set-up checks every listed file's header (``check_headers``).
+
+    Args:
+        dataset: ``(root, split, transform) -> SegmentationDataset`` (a ``_partial_`` dataset class).
+        root: the dataset's folder.
+        train_transform, val_transform: albumentations pipelines (``seg.data.transforms``); the validation one
+            never resizes the label.
+        num_classes: checked against the dataset's class count at set-up (None: not checked).
+        train_split, val_split: split names the dataset understands (e.g. ``train``, ``val``, ``train_aug``).
+        batch_size: training batch per process (under DDP the total is this times the number of processes).
+        val_batch_size: validation batch; 1 for datasets whose images differ in size.
+        num_workers: loader worker processes (0: load in the main process).
+        pin_memory: page-locked batches for faster GPU copies.
+        prepare: ``prepare(root)``, run once per node before set-up (the synthetic data's generator).
+        seed: training order and augmentation seed; None: ``seed_everything``'s, else torch's initial seed.
     """
 
     def __init__(

@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from seg.data.base import IGNORE_INDEX
 from seg.data.io import write_index_mask
-from seg.data.voc import IGNORE_INDEX, VOCSegmentation
+from seg.data.voc import VOCSegmentation
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disk", "square", "triangle", "cross")
 MARKER = ".seg_synthetic.json"

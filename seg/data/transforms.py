@@ -8,14 +8,11 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-from seg.data.voc import IGNORE_INDEX
+from seg.data.base import IGNORE_INDEX
+from seg.inference import pair
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def train_transforms(
@@ -26,7 +23,7 @@ def train_transforms(
     std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
     """Random scale, pad (image 0, mask 255), random crop (H, W), horizontal flip, normalise, to tensor."""
-    h, w = _pair(crop_size)
+    h, w = pair(crop_size)
     lo, hi = scale_range
     steps = [
         # RandomScale's scale_limit is offset by 1: (lo - 1, hi - 1) draws factors in [lo, hi]

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
-from seg.data.voc import VOCSegmentation, read_list
+from seg.data.base import read_list
+from seg.data.voc import VOCSegmentation
+from seg.extras import require
 
 TRAIN_AUG = "train_aug"
 AUG_DIR = "SegmentationClassAug"
@@ -25,8 +26,9 @@ SBD_DIR = "benchmark_RELEASE"
 
 def read_sbd_mask(path: Path) -> np.ndarray:
     """The class mask of an SBD ``cls/<id>.mat`` file (``GTcls.Segmentation``) as uint8 HxW."""
+    scipy_io = require("scipy.io", "voc-aug")
     try:
-        mat = scipy.io.loadmat(str(path))
+        mat = scipy_io.loadmat(str(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: mask file does not exist") from None
     except Exception as e:  # scipy raises ValueError, IndexError, OSError ... for truncated or non-MAT files
@@ -64,6 +66,7 @@ class VOCAugSegmentation(VOCSegmentation):
     ) -> None:
         self.given_root = Path(root)
         self.sbd_root = Path(sbd_root) if sbd_root is not None else None
+        require("scipy.io", "voc-aug")  # SBD's masks are MATLAB files: fail before any worker starts
         super().__init__(root, split, transform, check_files=check_files)
 
     def _list_pairs(self) -> list[tuple[str, Path, Path]]:

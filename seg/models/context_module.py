@@ -6,6 +6,7 @@ produces the scores (the paper's front end is VGG-16; see :class:`seg.models.vgg
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,14 +46,29 @@ class ContextModule(nn.Sequential):
 class ContextNet(ResNetSegmenter):
     """Dilated ResNet front end (output stride 8) + FCN score head + context module; contract of DeepLabV3.
 
-    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" when `aux`), upsampled
-    to the input size. Here "aux" is the front end's own scores, the context module's input.
+    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"}, plus "front_end" (the front
+    end's own scores, the context module's input) when ``supervise_front_end`` and "aux" (an FCN head on layer3,
+    as in every ResNet segmenter) when ``aux``, all upsampled to the input size.
 
     The paper trains the front end first and adds the module afterwards. Trained jointly from scratch, a class
     whose scores turn negative everywhere early is cut off by the module's truncations for good (on the
-    quickstart data, three of four shape classes stayed at IoU 0). So for the first `front_end_steps` training
-    batches the module is left out of training and "out" is the front end's scores; the count is a buffer, like
-    BatchNorm's `num_batches_tracked`, so it is saved in checkpoints and a resumed run continues in the right stage.
+    quickstart data, three of four shape classes stayed at IoU 0). So for the first `front_end_steps` optimizer
+    steps the module is left out of training and "out" is the front end's scores. The clock is optimizer steps, not
+    forward calls (``trainer.accumulate_grad_batches`` does not change its meaning): whoever steps the optimizer
+    calls :meth:`optimizer_stepped` after each step (``SegModule.optimizer_step`` does). The count is the buffer
+    `batches_trained` (batches in the optimizer's sense; the name kept for older checkpoints), like BatchNorm's
+    `num_batches_tracked`, so it is saved in checkpoints and a resumed run continues in the right stage.
+
+    Args:
+        num_classes: output channels (and the context module's width: it works on class scores).
+        backbone, output_stride: as :class:`ResNetSegmenter`.
+        dilations: the module's 3x3 layers' dilations (Table 1, basic: 1, 1, 2, 4, 8, 16, 1).
+        aux: an FCN auxiliary head on layer3, as in every ResNet segmenter.
+        supervise_front_end: also train the front end's own scores (output "front_end"), weighted by
+            ``SegModule.aux_weight``.
+        dropout: in the FCN score head.
+        front_end_steps: optimizer steps that train the front end alone before the module joins.
+        **kwargs: ``multi_grid``, ``weights``: as :class:`ResNetSegmenter`.
     """
 
     def __init__(
@@ -60,21 +76,26 @@ class ContextNet(ResNetSegmenter):
         num_classes: int,
         backbone: str = "resnet18",
         output_stride: int = 8,
-        multi_grid: Sequence[int] | None = None,
+        *,
         dilations: Sequence[int] = BASIC_DILATIONS,
-        aux: bool = True,
-        weights: str | None = None,
+        aux: bool = False,
+        supervise_front_end: bool = True,
         dropout: float = 0.1,
         front_end_steps: int = 0,
+        **kwargs: Any,
     ):
         if front_end_steps < 0:
             raise ValueError(f"front_end_steps must be >= 0, got {front_end_steps}")
-        super().__init__(num_classes, backbone, output_stride, multi_grid, aux=False, weights=weights)
+        super().__init__(num_classes, backbone, output_stride, aux=aux, **kwargs)
         self.classifier = FCNHead(self.backbone.channels["out"], num_classes, dropout)
         self.context = ContextModule(num_classes, tuple(dilations))
-        self.supervise_front_end = aux
+        self.supervise_front_end = supervise_front_end
         self.front_end_steps = front_end_steps
         self.register_buffer("batches_trained", torch.zeros((), dtype=torch.long))
+
+    def optimizer_stepped(self) -> None:
+        """Count one optimizer step: the clock of the two-stage schedule (forward calls do not count)."""
+        self.batches_trained += 1
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:
         # always through the module: while the front end trains alone the module keeps its identity init (no
@@ -85,11 +106,12 @@ class ContextNet(ResNetSegmenter):
         if not self.training:
             return {"out": self.logits(features)}
         scores = self.classifier(features["out"])
-        front_end_only = int(self.batches_trained) < self.front_end_steps
-        self.batches_trained += 1
-        if front_end_only:
-            return {"out": scores}
-        outputs = {"out": self.context(scores)}
-        if self.supervise_front_end:
-            outputs["aux"] = scores
+        if int(self.batches_trained) < self.front_end_steps:
+            outputs = {"out": scores}
+        else:
+            outputs = {"out": self.context(scores)}
+            if self.supervise_front_end:
+                outputs["front_end"] = scores
+        if self.aux_classifier is not None:
+            outputs["aux"] = self.aux_classifier(features["aux"])
         return outputs

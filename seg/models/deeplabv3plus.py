@@ -1,6 +1,7 @@
 """DeepLabV3+ (Chen et al. 2018, arXiv:1802.02611): DeepLabv3's ASPP plus a decoder on stage-1 features."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,18 @@ class DeepLabV3Plus(ResNetSegmenter):
     """Dilated ResNet + ASPP encoder, DeepLabV3+ decoder; same call contract as :class:`DeepLabV3`.
 
     Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" from an FCN head on
-    layer3 when `aux`), both upsampled to the input size.
+    layer3 when ``aux``), both upsampled to the input size.
+
+    Args:
+        num_classes: output channels.
+        backbone: as :class:`ResNetSegmenter`.
+        output_stride: 16, the paper's training setting (8 costs ~3x the encoder FLOPs).
+        aspp_rates: ASPP's atrous rates, (6, 12, 18) at output stride 16 (Sec. 4.1).
+        aux: an FCN auxiliary head on layer3 (the paper has none).
+        dropout: after the ASPP projection (reference code: keep_prob 0.9).
+        low_proj: channels of the 1x1 projection of the stage-1 features (Sec. 4.1: 48).
+        channels: channels of ASPP and of the decoder's two 3x3 convolutions (256).
+        **kwargs: ``multi_grid``, ``weights``: as :class:`ResNetSegmenter`.
     """
 
     def __init__(
@@ -51,15 +63,15 @@ class DeepLabV3Plus(ResNetSegmenter):
         num_classes: int,
         backbone: str = "resnet18",
         output_stride: int = 16,
-        multi_grid: Sequence[int] | None = None,
+        *,
         aspp_rates: Sequence[int] = (6, 12, 18),
         aux: bool = False,
-        weights: str | None = None,
         dropout: float = 0.1,
         low_proj: int = 48,
         channels: int = 256,
+        **kwargs: Any,
     ):
-        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
+        super().__init__(num_classes, backbone, output_stride, aux=aux, **kwargs)
         feats = self.backbone.channels
         self.aspp = ASPP(feats["out"], tuple(aspp_rates), channels, dropout)
         self.decoder = DeepLabV3PlusDecoder(feats["low"], channels, num_classes, low_proj, channels)

@@ -17,16 +17,27 @@ class ResNetSegmenter(nn.Module):
 
     Like torchvision's ``_SimpleSegmentationModel``: eval mode returns logits (B, num_classes, H, W); train mode
     returns {"out": logits} (+ "aux" when ``aux``), both upsampled bilinearly to the input size.
+
+    Args:
+        num_classes: output channels (classes, void excluded).
+        backbone: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        output_stride: 8, 16 or 32: input size over feature size; below 32 the last stages dilate instead of
+            striding (DeepLabv3 Sec. 3.1).
+        multi_grid: unit rates of layer4's blocks, multiplied by its dilation (DeepLabv3 Sec. 3.2), e.g.
+            ``(1, 2, 4)``; None: all 1.
+        aux: add torchvision's auxiliary FCN head on layer3; its loss is weighted by ``SegModule.aux_weight``.
+        weights: ImageNet backbone weights: a torchvision enum name found in the torch hub cache (e.g.
+            ``ResNet50_Weights.IMAGENET1K_V1``) or a local ``.pth`` file; None: random init. Never downloads.
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str,
-        output_stride: int,
-        multi_grid: Sequence[int] | None,
-        aux: bool,
-        weights: str | None,
+        backbone: str = "resnet18",
+        output_stride: int = 8,
+        multi_grid: Sequence[int] | None = None,
+        aux: bool = True,
+        weights: str | None = None,
     ):
         super().__init__()
         if backbone not in BACKBONES:

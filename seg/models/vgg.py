@@ -13,11 +13,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import get_model_weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from seg.models.context_module import BASIC_DILATIONS, ContextModule
-from seg.models.weights import _cached_file, _looks_like_path, _read_state_dict
+from seg.models.weights import check_state_dict, read_state_dict, weights_file
 
 
 def _dilated_features(batch_norm: bool) -> nn.Sequential:
@@ -70,6 +69,18 @@ class VGGDilated(nn.Module):
 
     Eval mode returns logits (B, num_classes, H, W); train mode returns {"out": logits}, upsampled to the
     input size. ``backbone`` is torchvision's ``features``, so the module's backbone / head learning rates apply.
+
+    Args:
+        num_classes: output channels.
+        batch_norm: torchvision's vgg16_bn layout (trains from scratch) instead of vgg16 (the paper's).
+        fc6_kernel, fc6_dilation, fc6_channels: fc6 as a dilated convolution (LargeFOV: 3, 12, 1024; Yu &
+            Koltun's front end: 7, 4, 4096).
+        fc7_channels: fc7 as a 1x1 convolution (LargeFOV 1024, Yu & Koltun 4096).
+        dropout: after fc6 and fc7 (0.5, as in VGG).
+        context: append Yu & Koltun's context module to the class scores.
+        context_dilations: its 3x3 layers' dilations.
+        weights: torchvision VGG-16 weights (an enum in the torch hub cache or a local file); fc6/fc7 are
+            decimated to the conv shapes (DeepLab Sec. 4.1) where the sizes allow. Never downloads.
     """
 
     def __init__(
@@ -108,30 +119,14 @@ class VGGDilated(nn.Module):
         return out if not self.training else {"out": out}
 
 
-def _weights_path(weights: str, arch: str) -> str:
-    """A local file path as is, or the torch hub cache file of torchvision's enum for `arch` (never downloads)."""
-    if _looks_like_path(weights):
-        return weights
-    enum_cls = get_model_weights(arch)
-    enum_name, _, member = weights.rpartition(".")
-    if (enum_name and enum_name != enum_cls.__name__) or member not in enum_cls.__members__:
-        raise ValueError(
-            f"weights {weights!r} do not fit {arch}; expected {enum_cls.__name__}.<NAME> with NAME in "
-            f"{sorted(enum_cls.__members__)}, or a path to a local .pth file"
-        )
-    return _cached_file(enum_cls[member])
-
-
 def load_vgg_weights(net: VGGDilated, weights: str) -> None:
     """Load torchvision VGG-16 weights: ``features`` strictly; fc6/fc7 converted to convs when the sizes allow."""
     arch = "vgg16_bn" if net.batch_norm else "vgg16"
-    path = _weights_path(str(weights), arch)
-    state = _read_state_dict(path)
+    path = weights_file(weights, arch)
+    state = read_state_dict(path)
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    try:
-        net.backbone.load_state_dict(features, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{path} does not fit the {arch} features: {exc}") from exc
+    check_state_dict(net.backbone, features, f"{path} ({arch} features)")
+    net.backbone.load_state_dict(features, strict=True)
     fc6, fc7 = net.fc6[0], net.fc7[0]
     converted = [
         fc_to_conv(state[f"classifier.{i}.weight"], state[f"classifier.{i}.bias"], conv, side)

@@ -1,0 +1,54 @@
+"""The configs mirror the code: each model/net config holds its class's defaults, model=deeplabv3 holds SegModule's,
+and the other model configs start from it."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra.utils import get_class, get_method
+from omegaconf import OmegaConf
+
+from seg.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, SegModule
+from tests.helpers import CONF_DIR, compose_cfg
+
+
+def _defaults(target) -> dict:
+    """Every keyword default of ``target``'s signature and of the classes it hands ``**kwargs`` to."""
+    found = {}
+    for cls in inspect.getmro(target) if inspect.isclass(target) else [target]:
+        init = cls.__init__ if inspect.isclass(target) else cls
+        for name, p in inspect.signature(init).parameters.items():
+            if p.default is not inspect.Parameter.empty and name not in found:
+                found[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(CONF_DIR) / "model" / "net").glob("*.yaml")))
+def test_every_net_config_holds_its_class_defaults(name):
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "model" / "net" / f"{name}.yaml"))
+    cls = get_class(cfg.pop("_target_"))
+    cfg.pop("num_classes")
+    defaults = _defaults(cls)
+    assert cfg == {k: defaults[k] for k in cfg}, name
+    assert set(defaults) - {"num_classes"} == set(cfg), f"{name}: keys not in the config"
+
+
+def test_model_deeplabv3_holds_segmodule_defaults():
+    cfg = compose_cfg(["model=deeplabv3"]).model
+    defaults = _defaults(SegModule)
+    for key in ("head_lr_mult", "aux_weight", "channels_last"):
+        assert cfg[key] == defaults[key], key
+    assert get_class(cfg.optimizer._target_) is DEFAULT_OPTIMIZER.func
+    assert {k: cfg.optimizer[k] for k in DEFAULT_OPTIMIZER.keywords} == DEFAULT_OPTIMIZER.keywords
+    assert get_method(cfg.scheduler._target_) is DEFAULT_SCHEDULER.func
+    assert {k: cfg.scheduler[k] for k in DEFAULT_SCHEDULER.keywords} == DEFAULT_SCHEDULER.keywords
+
+
+@pytest.mark.parametrize("name", ["context", "deeplabv3plus", "vgg_largefov", "quickstart"])
+def test_model_configs_start_from_deeplabv3(name):
+    raw = OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml")
+    assert raw.defaults[0] in ("deeplabv3", "quickstart")
+    cfg = compose_cfg([f"model={name}"]).model
+    assert cfg._target_ == "seg.module.SegModule" and cfg.optimizer._partial_ and cfg.scheduler._partial_

@@ -25,7 +25,7 @@ from seg.models.weights import CheckpointError, check_state_dict, read_state_dic
 from seg.module import SegModule
 
 __all__ = [
-    "AtomicCheckpointIO", "CheckpointError", "LoadedModel", "check_resume_checkpoint", "load_model",
+    "AtomicCheckpointIO", "CheckpointError", "LoadedModel", "check_resume_checkpoint", "data_config", "load_model",
     "load_net_weights", "newest_checkpoint", "read_state_dict", "safe_load", "unwrap_state_dict",
 ]  # fmt: skip
 
@@ -193,6 +193,8 @@ def build_module(run_cfg: DictConfig, channels_last: bool | None = None) -> SegM
     with open_dict(cfg):
         if "weights" in cfg.model.net:
             cfg.model.net.weights = None
+        if isinstance(cfg.model.get("class_weights"), str):  # computed by seg.train; only the loss uses them
+            cfg.model.class_weights = None
     return instantiate(cfg.model, **({} if channels_last is None else {"channels_last": channels_last}))
 
 
@@ -239,6 +241,29 @@ def run_inference_defaults(run_cfg: DictConfig | None) -> dict:
         "channels_last": bool(OmegaConf.select(run_cfg, "model.channels_last", default=False)),
         "window": OmegaConf.to_object(crop) if OmegaConf.is_config(crop) else crop,
     }
+
+
+def data_config(cfg: DictConfig, loaded: LoadedModel) -> DictConfig:
+    """The data config of ``seg.evaluate``, ``seg.predict`` and ``seg.export``: with ``data=NAME``, that one (as
+    composed, ``data.KEY=VALUE`` included); otherwise the training run's own, with what the command line set under
+    ``data.`` replacing the run's values (``data.root=DIR``: the same dataset kept elsewhere).
+
+    ValueError when neither is there (a checkpoint without its run folder and no ``data=NAME``).
+    """
+    data = cfg.get("data")
+    if data is not None and "_target_" in data:
+        return data
+    if loaded.run_cfg is None:
+        raise ValueError(
+            f"{loaded.ckpt_path} has no training run folder ({RUN_CONFIG} above it) to read its data config from: "
+            "name the dataset, data=NAME data.root=DIR"
+        )
+    run_cfg = copy.deepcopy(loaded.run_cfg)  # the data node stays in its run config: its interpolations resolve
+    overrides = {k: v for k, v in (data or {}).items() if v is not None}
+    if overrides:
+        with open_dict(run_cfg):
+            run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
+    return run_cfg.data
 
 
 def check_num_classes(loaded: LoadedModel, dataset_name: str, dataset_classes: int) -> None:

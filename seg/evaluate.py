@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 
 from seg.callbacks.evaluation_report import EvaluationReport
-from seg.checkpoint import LoadedModel, check_num_classes, load_model, run_inference_defaults
+from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model, run_inference_defaults
 from seg.data.datamodule import SegDataModule
 from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag
@@ -28,11 +28,7 @@ TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
 def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> SegDataModule:
     """The configured data (or the training run's), set up for the evaluated split; class counts checked."""
-    data_cfg = cfg.get("data")
-    if data_cfg is None:
-        if loaded.run_cfg is None:
-            raise ValueError(f"{loaded.ckpt_path} has no training run folder: choose the data, data=NAME data.root=DIR")
-        data_cfg = loaded.run_cfg.data
+    data_cfg = data_config(cfg, loaded)
     overrides = {"val_split": cfg.get("split"), "val_batch_size": cfg.get("batch_size"),
                  "num_workers": cfg.get("num_workers")}  # fmt: skip
     datamodule = instantiate(data_cfg, **{k: v for k, v in overrides.items() if v is not None})

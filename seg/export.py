@@ -24,7 +24,7 @@ from rich.progress import Progress
 from torch import nn
 
 from seg.atomic import write_json_atomic
-from seg.checkpoint import LoadedModel, check_num_classes, load_model
+from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model
 from seg.data.base import IGNORE_INDEX
 from seg.extras import require
 from seg.hydra_utils import entry_point
@@ -231,10 +231,7 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
 
 def _quantize(cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Path, console: Console) -> dict:
     """Write model.int8.onnx calibrated on training images; score both ONNX models on the val split."""
-    data_cfg = cfg.get("data") or (loaded.run_cfg.data if loaded.run_cfg is not None else None)
-    if data_cfg is None:
-        raise ValueError(f"{cfg.ckpt_path} has no training run folder: name the data to calibrate on (data=NAME ...)")
-    datamodule = instantiate(data_cfg)
+    datamodule = instantiate(data_config(cfg, loaded))
     # calibrate on training images as the network sees them at test time: normalised, not augmented
     datamodule.train_transform = datamodule.val_transform
     datamodule.prepare_data()

@@ -110,7 +110,10 @@ def exit_on_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            if _full_error() or in_multirun():
+            if in_multirun():
+                e.seg_sweep_job = True  # type: ignore[attr-defined]  # for compact_config_errors, if it stops the sweep
+                raise
+            if _full_error():
                 raise
             print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(1)
@@ -121,7 +124,8 @@ def exit_on_error(fn: F) -> F:
 @contextlib.contextmanager
 def compact_config_errors() -> Iterator[None]:
     """Within the block, Hydra's config-composition errors (before the task runs) print as one ``error: ...`` line
-    and exit 1.
+    and exit 1; so does a sweep job's error that the sweeper re-raises to stop the sweep (Optuna's when
+    ``max_failure_rate`` is exceeded, the basic sweeper's after its batch).
 
     Hydra prints them over several lines (message, OmegaConf details, a hint about HYDRA_FULL_ERROR) from its
     private ``hydra._internal.utils.run_and_report`` (hence hydra-core < 1.4 in pyproject); this wraps that
@@ -139,6 +143,12 @@ def compact_config_errors() -> Iterator[None]:
                     raise
                 cause = f" ({one_line(e.__cause__)})" if isinstance(e.__cause__, OmegaConfBaseException) else ""
                 print(f"error: {one_line(e)}{cause}{plugin_hint(str(e))}", file=sys.stderr)
+                sys.exit(1)
+            except USER_ERRORS as e:
+                if _full_error() or not getattr(e, "seg_sweep_job", False):
+                    raise
+                # a sweep job's error (exit_on_error re-raised it for Hydra to record), re-raised by the sweeper
+                print(f"error: sweep stopped: {one_line(e)}", file=sys.stderr)
                 sys.exit(1)
 
         return original(guarded)

@@ -78,8 +78,11 @@ class InferenceConfig:
         if unknown:
             raise ValueError(f"unknown inference option(s) {unknown}; expected {sorted(known)}")
         defaults = defaults or {}
-        auto = {k for k, v in options.items() if (isinstance(v, str) and v == "auto") or (k == "precision" and v is None)}
-        values = {k: defaults.get(k) if k in auto else v for k, v in options.items()}
+
+        def is_auto(key: str, value: object) -> bool:
+            return (isinstance(value, str) and value == "auto") or (key == "precision" and value is None)
+
+        values = {k: defaults.get(k) if is_auto(k, v) else v for k, v in options.items()}
         return cls(**values)
 
     @property

@@ -6,9 +6,10 @@ target (B,H,W))`` to a scalar. Every loss leaves pixels labelled ``ignore_index`
 computes in float32 under autocast, and returns a graph-connected 0 for a batch where every pixel is ignored.
 
 Written here rather than taken from segmentation_models_pytorch: smp would pull timm and huggingface_hub into the
-base install, and its semantics do not fit ours (its multiclass focal loss is a sum of one-vs-rest sigmoid focal
-losses, not the softmax focal loss; its Dice averages over all classes with absent ones counted as 0; its Lovász
-needs a separate softmax). Each loss is ~20 lines checked against the definition cited in its docstring.
+base install, and its semantics do not fit ours: its multiclass FocalLoss sums one-vs-rest sigmoid focal terms
+(not the softmax focal loss), its DiceLoss divides by all C classes with absent ones counted as 0, and its
+LovaszLoss returns an empty tensor instead of 0 for an all-ignored batch (and syncs the host per class).
+Each loss here is a few lines checked against the definition cited in its docstring.
 """
 
 from __future__ import annotations
@@ -114,9 +115,9 @@ class CrossEntropyLoss(SegLoss):
 
 
 class OhemCrossEntropyLoss(SegLoss):
-    """Online hard example mining cross-entropy (Wu, Shen, van den Hengel, "High-performance semantic segmentation
-    using very deep fully convolutional networks", arXiv:1604.04339; as in mmsegmentation's ``OHEMPixelSampler``
-    with ``thresh`` and HRNet-Semantic-Segmentation's ``OhemCrossEntropy``).
+    """Online hard example mining cross-entropy (OHEM, Shrivastava et al., CVPR 2016, arXiv:1604.03540, applied to
+    pixels as "online bootstrapping" by Wu, Shen, van den Hengel, arXiv:1604.04339), as mmsegmentation's
+    ``OHEMPixelSampler`` with ``thresh`` and HRNet-Semantic-Segmentation's ``OhemCrossEntropy`` select pixels.
 
     Of the non-ignored pixels, keep those whose softmax probability of their true class is below ``thresh`` and,
     in any case, the ``min(min_kept, #valid)`` hardest ones (lowest probability; ties by position). The loss is the
@@ -125,8 +126,8 @@ class OhemCrossEntropyLoss(SegLoss):
 
     Differences from mmsegmentation, on purpose: ``min_kept`` is per batch (mmseg multiplies it by the batch size);
     exactly the ``min_kept`` hardest pixels are kept (mmseg keeps ``p < sorted_p[min_kept]``, fewer on ties and one
-    fewer than all when ``min_kept`` exceeds the valid count); the mean is over kept pixels (mmseg's default
-    divides by every pixel of the batch).
+    fewer than all when ``min_kept`` exceeds the valid count); the mean is over kept pixels (mmseg's CrossEntropyLoss
+    with its default ``avg_non_ignore=False`` divides by every pixel of the batch).
     """
 
     uses_class_weights = True

@@ -4,7 +4,7 @@ confusion-matrix metrics."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from pytorch_lightning import LightningModule
@@ -13,6 +13,7 @@ from torchmetrics.aggregation import MaxMetric
 
 from seg.data.base import IGNORE_INDEX
 from seg.inference import InferenceConfig, infer
+from seg.losses import build_loss
 from seg.metrics import ConfusionMatrix, metrics_from_confmat
 
 
@@ -55,6 +56,10 @@ class SegModule(LightningModule):
         head_lr_mult: learning-rate factor of the non-backbone parameters (10 is usual when fine-tuning a
             pretrained backbone; 1 from scratch).
         aux_weight: weight of each auxiliary loss (0 turns them off).
+        loss: ``model.loss``: one loss or a weighted sum, see :func:`seg.losses.build_loss` (None: cross-entropy);
+            the auxiliary outputs are trained with the same loss.
+        class_weights: per-class weights for the losses that take them (ce, ohem, focal), a list of C numbers;
+            ``median_freq`` / ``inverse_log`` in a config are computed from the train split by ``seg.train``.
         ignore_index: the label never scored nor trained on.
         channels_last: run the net in channels-last memory format (faster convolutions on CPU bf16 and GPUs).
     """
@@ -70,17 +75,27 @@ class SegModule(LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         head_lr_mult: float = 1.0,
         aux_weight: float = 0.4,
+        loss: str | Sequence | Mapping | None = None,
+        class_weights: Sequence[float] | None = None,
         ignore_index: int = IGNORE_INDEX,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         # only plain numbers go into the checkpoint: it must load with weights_only=True (the run folder's
-        # .hydra/config.yaml keeps the optimizer and scheduler settings)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        # .hydra/config.yaml keeps the optimizer, scheduler and loss settings; class_weights.json the weights)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss", "class_weights"])
         self.net = net
         self.optimizer_factory = optimizer or DEFAULT_OPTIMIZER
         self.scheduler_factory = scheduler or DEFAULT_SCHEDULER
-        self.criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
+        if isinstance(class_weights, str):
+            raise ValueError(
+                f"model.class_weights={class_weights!r} is computed from the train split by seg.train; "
+                "give SegModule a list of per-class weights"
+            )
+        weights = torch.tensor([float(w) for w in class_weights]) if class_weights is not None else None
+        if weights is not None and len(weights) != num_classes:
+            raise ValueError(f"model.class_weights has {len(weights)} values for {num_classes} classes")
+        self.criterion = build_loss(loss, class_weights=weights, ignore_index=ignore_index)
         # torchmetrics' confusion matrix with a one-pass bincount update (benchmarks/confmat.py)
         self.val_confmat = ConfusionMatrix(num_classes, ignore_index=ignore_index)
         self.val_miou_best = MaxMetric()

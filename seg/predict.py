@@ -3,31 +3,36 @@
 Writes one mask per image under the same relative name (``.png``) at the image's resolution: a palette PNG of
 class indices with the dataset's colours (``format=index``), or Cityscapes labelIds for the official test server
 (``format=labelIds``); ``overlay=true`` adds ``overlay/<name>.jpg``. An unreadable image is reported and skipped.
+``input=clip.mp4`` (any video OpenCV reads) writes ``<output>/<clip>.mp4``: the coloured masks over the frames at the
+video's size and frame rate, and reports frames per second. Pixels are read as stored (no EXIF rotation), as in
+training; images that carry a rotation tag are named in a warning.
 """
 
 from __future__ import annotations
 
 import glob
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from seg.checkpoint import LoadedModel, check_num_classes, load_model, run_inference_defaults
+from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model, run_inference_defaults
 from seg.data.base import IGNORE_INDEX
 from seg.data.cityscapes import LABELS, CityscapesSegmentation
-from seg.data.io import read_image, write_index_mask
+from seg.data.io import read_image, warn_orientation_tags, write_index_mask
 from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag, infer
 from seg.viz import overlay
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 FORMATS = ("index", "labelIds")
 
 
@@ -69,6 +74,8 @@ class Predictions:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    frames: int = 0  # video input: frames predicted
+    fps: float = 0.0  # video input: frames predicted per second (reading and writing included)
 
 
 class Predictor:
@@ -93,19 +100,24 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     console = console or Console(stderr=True)
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
-    inputs = list_inputs(cfg.input)
+    video = Path(str(cfg.input)).suffix.lower() in VIDEO_SUFFIXES
+    inputs = [] if video else list_inputs(cfg.input)
+    if video and not Path(str(cfg.input)).is_file():
+        raise FileNotFoundError(f"input {cfg.input} does not exist (a video file was expected)")
     loaded = load_model(cfg.ckpt_path, cfg.paths.output_dir, channels_last=auto_flag(cfg.inference.channels_last))
-    data_cfg = cfg.get("data") or (loaded.run_cfg.data if loaded.run_cfg is not None else None)
-    if data_cfg is None:
-        raise ValueError(f"{cfg.ckpt_path} has no training run folder: name its dataset (data=NAME) for the palette")
-    dataset_cls = get_class(data_cfg.dataset._target_)
-    check_num_classes(loaded, dataset_cls.__name__, len(dataset_cls.classes))
+    data_cfg = data_config(cfg, loaded)  # the palette and normalisation
+    root = "." if OmegaConf.is_missing(data_cfg, "root") else data_cfg.root  # no dataset is read here
+    dataset_cls, classes, palette = instantiate(data_cfg, root=root).dataset_meta()
+    check_num_classes(loaded, dataset_cls.__name__, len(classes))
     if cfg.format == "labelIds" and not issubclass(dataset_cls, CityscapesSegmentation):
         raise ValueError(f"format=labelIds is Cityscapes' test-server format; the model is for {dataset_cls.__name__}")
     inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
     predictor = Predictor(loaded, instantiate(data_cfg.val_transform), inference, _device(cfg.device))
-    label_ids = train_to_label_ids()
     out = Path(cfg.output)
+    if video:
+        return predict_video(Path(str(cfg.input)), out, predictor, palette, cfg.overlay_alpha, console)
+    warn_orientation_tags([src for src, _ in inputs])
+    label_ids = train_to_label_ids()
     result = Predictions()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
@@ -122,9 +134,9 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
             if cfg.format == "labelIds":
                 cv2.imwrite(str(dst), label_ids[mask])
             else:
-                write_index_mask(dst, mask, dataset_cls.palette)
+                write_index_mask(dst, mask, palette)
             if cfg.overlay:
-                blend = overlay(image, mask, dataset_cls.palette, cfg.overlay_alpha)
+                blend = overlay(image, mask, palette, cfg.overlay_alpha)
                 (out / "overlay" / rel).parent.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(out / "overlay" / rel.with_suffix(".jpg")), blend[..., ::-1])
             result.written.append(dst)
@@ -132,6 +144,47 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
         raise ValueError(f"none of the {len(inputs)} input images could be read (first: {result.skipped[0][1]})")
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
     console.print(f"wrote {len(result.written)} masks to {out}{skipped}", markup=False, soft_wrap=True)
+    return result
+
+
+def predict_video(
+    src: Path, out: Path, predictor: Predictor, palette: np.ndarray, alpha: float, console: Console
+) -> Predictions:
+    """``out/<src stem>.mp4``: each frame with its coloured mask blended in, same size and frame rate."""
+    capture = cv2.VideoCapture(str(src))
+    if not capture.isOpened():
+        raise ValueError(f"{src}: cannot open the video (corrupt, or a codec OpenCV cannot read)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    out.mkdir(parents=True, exist_ok=True)
+    dst = out / f"{src.stem}.mp4"
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        capture.release()
+        raise OSError(f"{dst}: cannot open an mp4v video writer")
+    result, start = Predictions(), time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(f"predict {src.name}", total=total)
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                writer.write(overlay(rgb, predictor(rgb), palette, alpha)[..., ::-1].copy())
+                result.frames += 1
+                progress.advance(task)
+    finally:
+        capture.release()
+        writer.release()
+    if result.frames == 0:
+        raise ValueError(f"{src}: no frame could be read")
+    result.fps = result.frames / (time.perf_counter() - start)
+    result.written.append(dst)
+    console.print(f"wrote {dst}: {result.frames} frames at {fps:g} fps, predicted at {result.fps:.1f} frames/s",
+                  markup=False, soft_wrap=True)  # fmt: skip
     return result
 
 

@@ -15,12 +15,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from seg.atomic import write_json_atomic
 from seg.callbacks.final_validation import FinalValidation
 from seg.callbacks.resume import ResumeState
 from seg.checkpoint import AtomicCheckpointIO, check_resume_checkpoint, safe_load
+from seg.data.base import SegmentationDataset
+from seg.data.class_weights import resolve_class_weights
 from seg.hydra_utils import entry_point, in_multirun
 from seg.metrics import metrics_report, print_report
 
@@ -39,6 +42,17 @@ def use_sync_batchnorm(trainer_cfg: DictConfig) -> bool:
     return on_gpu
 
 
+def check_class_count(model_cfg: DictConfig, dataset: SegmentationDataset) -> None:
+    """ValueError, before any model is built, when the model's class count is not the dataset's."""
+    for key in ("num_classes", "net.num_classes"):
+        value = OmegaConf.select(model_cfg, key)
+        if value is not None and int(value) != dataset.num_classes:
+            raise ValueError(
+                f"model.{key}={value} but {dataset.name} has {dataset.num_classes} classes: set it to "
+                f"{dataset.num_classes} (or use a dataset with {value})"
+            )
+
+
 def train(cfg: DictConfig) -> float:
     """Fit the configured model on the configured data; return ``cfg.optimized_metric``."""
     if cfg.get("seed") is not None:
@@ -49,15 +63,21 @@ def train(cfg: DictConfig) -> float:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
     datamodule.setup("fit")
+    check_class_count(cfg.model, datamodule.val_set)
+    if rank_zero_only.rank == 0:
+        datamodule.write_split_lists(out_dir / "splits")  # the samples this run trains and validates on
     ckpt_path = cfg.get("ckpt_path")
     # a resume checkpoint that is missing, unreadable or unsafe fails before the model is built
     checkpoint = safe_load(ckpt_path) if ckpt_path is not None else None
-    model = instantiate(cfg.model)
+    # median_freq / inverse_log: counted over the train split's masks once, cached under outputs/cache
+    weights = resolve_class_weights(cfg.model.get("class_weights"), datamodule.train_set,
+                                    Path(cfg.paths.log_dir) / "cache" / "class_weights", out_dir)  # fmt: skip
+    model = instantiate(cfg.model, **({"class_weights": weights} if "class_weights" in cfg.model else {}))
     if checkpoint is not None:
         check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     final = FinalValidation()  # validates the final step in fit when it is no validation step of its own
-    callbacks += [ResumeState()]
+    callbacks += [ResumeState(), final]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -72,15 +92,17 @@ def train(cfg: DictConfig) -> float:
     del checkpoint
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - start
+    if final.validated_step != trainer.global_step:  # e.g. check_val_every_n_epoch skipped the last epoch
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # runs nothing when validation is off
 
     # the metrics of the final weights only: never the sanity check's, nor an earlier validation's
-    validated = True
+    validated = final.validated_step == trainer.global_step
     score = trainer.callback_metrics.get(cfg.optimized_metric)
     if validated and model.last_val_metrics is not None and trainer.is_global_zero:
         report = metrics_report(model.last_val_metrics, datamodule.class_names)
         best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
         report.update(
-            mIoU_best=float(model.val_miou_best.compute()),
+            mIoU_best=float(best) if best is not None else float("nan"),
             epoch=trainer.current_epoch,
             global_step=trainer.global_step,
             train_wall_s=round(wall, 1),

@@ -118,3 +118,35 @@ def test_module_has_no_confusion_matrix_before_validating(cfg_train):
 
     module = instantiate(cfg_train.model)
     assert module.last_val_confmat is None and module.last_val_metrics is None
+
+
+def test_data_root_override_reads_the_runs_dataset_from_another_copy(cfg_train, tmp_path, tiny_data_dir):
+    """`seg.evaluate ckpt_path=... data.root=DIR`: the run's own data config with its root replaced (Hydra used to
+    refuse `data.root` with "Key 'data' is not in struct"); `data=NAME data.root=DIR` still switches the dataset."""
+    import shutil
+
+    from seg.checkpoint import data_config
+
+    moved = tmp_path / "data_at_training"
+    shutil.copytree(tiny_data_dir, moved)
+    with open_dict(cfg_train):
+        cfg_train.data.root = str(moved)
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    elsewhere = tmp_path / "data_elsewhere"
+    moved.rename(elsewhere)  # the run's data now lives elsewhere only
+    report = evaluate(eval_cfg(ckpt, tmp_path / "eval", f"data.root={elsewhere}", "split=val"))
+    assert report["dataset"] == "SyntheticShapes" and report["images"] == 5 and report["pixels"] > 0
+    assert not moved.exists()  # nothing read (or generated) at the run's old root
+
+    with pytest.raises(ValueError, match=r"predicts 5 classes but VOCSegmentation has 21"):
+        evaluate(eval_cfg(ckpt, tmp_path / "eval_voc", "data=voc", f"data.root={elsewhere}"))
+    # predict and export read the same data config: one function
+    loaded = load_model(ckpt)
+    for name, extra in (("predict", ["input=x"]), ("export", [])):
+        cfg = compose_cfg([f"ckpt_path={ckpt}", f"data.root={elsewhere}", *extra], config_name=name)
+        data = data_config(cfg, loaded)
+        assert data.root == str(elsewhere) and data.dataset._target_.endswith("SyntheticShapes")
+        assert data.val_batch_size == cfg_train.data.val_batch_size  # the rest is the run's
+        voc_cfg = compose_cfg([f"ckpt_path={ckpt}", "data=voc", "data.root=/v", *extra], config_name=name)
+        voc = data_config(voc_cfg, loaded)
+        assert voc.root == "/v" and voc.dataset._target_.endswith("VOCSegmentation")

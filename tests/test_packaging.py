@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from seg.extras import MissingExtraError, require
 from seg.hydra_utils import one_line, plugin_hint
@@ -36,7 +36,9 @@ def test_a_missing_extra_names_the_pip_command():
 
 
 def test_a_missing_hydra_plugin_names_the_extra():
-    message = "In 'hparams_search/optuna': Could not find 'hydra/sweeper/optuna'\n\nAvailable options in 'hydra/sweeper':"
+    message = (
+        "In 'hparams_search/optuna': Could not find 'hydra/sweeper/optuna'\n\nAvailable options in 'hydra/sweeper'"
+    )
     assert plugin_hint(message) == " (pip install 'seg[sweep]')"
     assert plugin_hint("Could not find 'hydra/launcher/submitit_slurm'") == " (pip install 'seg[slurm]')"
     assert plugin_hint("Could not find 'model/nope'") == ""
@@ -69,7 +71,7 @@ def test_a_non_editable_install_trains_from_another_directory(tmp_path):
     assert "seg.models.DeepLabV3" in shown.stdout
     run = subprocess.run(
         [sys.executable, "-c", "import seg, sys; print(seg.__file__); sys.argv[0] = 'seg-train'; "
-         "from seg.train import main; main()", f"data.prepare.num_train=8", "data.prepare.num_val=2",
+         "from seg.train import main; main()", "data.prepare.num_train=8", "data.prepare.num_val=2",
          "data.train_transform.crop_size=64", "data.prepare.size=64", "data.batch_size=4", "data.val_batch_size=2",
          "data.num_workers=0", "trainer.max_steps=2", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
          f"hydra.run.dir={work / 'run'}"],

@@ -21,6 +21,7 @@ from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.inference import InferenceConfig, infer
 from seg.predict import list_inputs, predict, train_to_label_ids
+from seg.viz import overlay
 from tests.helpers import compose_cfg, fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +116,43 @@ def test_empty_folder_and_all_unreadable_are_one_line_errors(cfg_train, tmp_path
     assert proc.stderr.strip().splitlines() == [f"error: input folder {empty} holds no images "
                                                 "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp, .ppm)"]  # fmt: skip
     assert torch.load(ckpt, weights_only=True)  # the checkpoint itself was fine
+
+
+def test_video_gets_an_overlay_video_of_the_same_size_and_frame_rate(cfg_train, tmp_path, tiny_data_dir):
+    """A 12-frame 64x48 clip at 10 fps written here: the output has as many frames, the same size and rate, and
+    each frame is the model's mask blended over the input frame."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    frames = [
+        cv2.resize(cv2.imread(str(p)), (64, 48)) for p in sorted((tiny_data_dir / "JPEGImages").glob("*.jpg"))[:12]
+    ]
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    result = predict(predict_cfg(ckpt, clip, out, "inference.precision=32"))
+    assert result.written == [out / "clip.mp4"] and result.frames == 12 and result.fps > 0
+    video = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
+    size = (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    written = []
+    while (frame := video.read())[0]:
+        written.append(frame[1])
+    assert size == (64, 48) and len(written) == 12
+    # frame 0 is the model's mask blended over the (decoded) input frame: nearer that than the plain frame
+    source = cv2.VideoCapture(str(clip))
+    first = cv2.cvtColor(source.read()[1], cv2.COLOR_BGR2RGB)
+    loaded = load_model(ckpt)
+    x = val_transforms()(image=first)["image"][None]
+    with torch.no_grad():
+        mask = infer(loaded.module, x, InferenceConfig(precision="32")).argmax(1)[0].to(torch.uint8).numpy()
+    expected = overlay(first, mask, SyntheticShapes.palette, 0.5)[..., ::-1].astype(int)
+    got = written[0].astype(int)
+    assert np.abs(got - expected).mean() < 0.5 * np.abs(got - first[..., ::-1].astype(int)).mean()
+
+
+def test_a_missing_video_is_named(cfg_train, tmp_path):
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=r"nope\.mp4 does not exist"):
+        predict(predict_cfg(ckpt, tmp_path / "nope.mp4", tmp_path / "out"))

@@ -147,3 +147,46 @@ def test_real_optuna_sweep_in_memory(tmp_path, tiny_data_dir):
     runs = report(sweep)
     assert [r.status for r in runs] == ["ok", "ok"]
     assert max(r.miou for r in runs) == pytest.approx(best["best_value"])  # val/mIoU_best of the best trial
+
+
+def _optuna(sweep: Path, data_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "seg.train", "+hparams_search=optuna", f"hydra.sweep.dir={sweep}", *_tiny(data_dir),
+           *overrides]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_optuna_trial_without_objective_is_recorded_as_failed_and_the_study_goes_on(tmp_path, tiny_data_dir):
+    """A trial that never validates returns no objective (NaN): the sweeper records it as failed (no "Values were
+    told ... TrialState.FAIL" crash) and, with max_failure_rate=1.0, the in-memory study goes on to the next."""
+    conf = tmp_path / "conf" / "nan_trial"
+    conf.mkdir(parents=True)  # an extra swept key: trials with no validation (0) and with one (1.0)
+    (conf / "limit_val.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      trainer.limit_val_batches: choice(0, 1.0)\n"
+    )
+    sweep = tmp_path / "optuna"
+    proc = _optuna(sweep, tiny_data_dir, f"hydra.searchpath=[file://{conf.parent}]", "+nan_trial=limit_val",
+                   "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=1.0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r.name: r for r in report(sweep)}
+    assert len(runs) == 3
+    for run in runs.values():
+        validated = run.overrides["trainer.limit_val_batches"] != "0"
+        assert run.status == ("ok" if validated else "failed"), (run.name, run.status, run.note)
+        if not validated:
+            assert "val/mIoU_best is not logged" in run.note
+    assert {r.status for r in runs.values()} == {"ok", "failed"}, "the seeded sampler must draw both values"
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"]["trainer.limit_val_batches"] == 1.0
+    assert best["best_value"] == pytest.approx(max(r.metrics["mIoU_best"] for r in runs.values() if r.status == "ok"))
+
+
+def test_optuna_study_stops_with_one_line_when_max_failure_rate_is_exceeded(tmp_path, tiny_data_dir):
+    proc = _optuna(tmp_path / "optuna", tiny_data_dir, "trainer.limit_val_batches=0", "hydra.sweeper.n_trials=2")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "Values were told" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: sweep stopped: optimized_metric val/mIoU_best is not logged after 2 steps: the run never validated "
+        "(trainer.limit_val_batches, check_val_every_n_epoch) or diverged"
+    ], proc.stderr[-3000:]
+    assert not (tmp_path / "optuna" / "1").exists()  # max_failure_rate=0.0: no trial after the failed one

@@ -8,4 +8,11 @@ from seg.callbacks.finetune import BackboneFreeze
 from seg.callbacks.image_logger import ValidationImageLogger
 from seg.callbacks.resume import LastCheckpoint, ResumeState
 
-__all__ = ["BackboneFreeze", "EvaluationReport", "FinalValidation", "LastCheckpoint", "ResumeState", "ValidationImageLogger"]
+__all__ = [
+    "BackboneFreeze",
+    "EvaluationReport",
+    "FinalValidation",
+    "LastCheckpoint",
+    "ResumeState",
+    "ValidationImageLogger",
+]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.data.io import check_index_mode, read_header, read_image, read_index_mask
+from seg.data.io import check_index_mode, read_header, read_image, read_index_mask, warn_orientation_tags
 from seg.data.sampler import seed_transform
 
 IGNORE_INDEX = 255  # void: never scored, never a training target (VOC's and Cityscapes' convention)
@@ -63,6 +63,7 @@ class SegmentationDataset:
     """
 
     classes: tuple[str, ...] = ()
+    index_masks: bool = True  # index PNGs (palette or grayscale); False: read_mask decodes another encoding
     palette: np.ndarray = voc_colormap()  # the default for index masks without colours of their own
     layout: str = ""
 
@@ -77,6 +78,8 @@ class SegmentationDataset:
         self.split = split
         self.transform = transform
         self.root = self._resolve_root(Path(root))
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"{self.name}: data.root={self.root} is a file, not a folder ({self.layout})")
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"{self.name}: dataset root {self.root} does not exist; expected {self.layout} (set data.root=...)"
@@ -86,6 +89,12 @@ class SegmentationDataset:
         self.files = [(image, mask) for _, image, mask in pairs]
         if check_files:
             self._check_files()
+
+    @classmethod
+    def meta(cls, **options) -> tuple[tuple[str, ...], np.ndarray]:
+        """Class names and palette without reading any file (``seg.predict`` needs no copy of the dataset);
+        ``options`` are the dataset's config options (``data=folder`` declares its classes there)."""
+        return tuple(cls.classes), cls.palette
 
     @property
     def name(self) -> str:
@@ -157,7 +166,8 @@ class SegmentationDataset:
                 image_size, _ = read_header(image_path, "image")
                 if mask_path.suffix.lower() == ".png":  # other formats (SBD's .mat) are checked when loaded
                     mask_size, mode = read_header(mask_path, "mask")
-                    check_index_mode(mask_path, mode)
+                    if self.index_masks:
+                        check_index_mode(mask_path, mode)
                     if mask_size != image_size:
                         raise size_mismatch(image_path, image_size, mask_path, mask_size)
             except (OSError, ValueError) as e:
@@ -165,6 +175,7 @@ class SegmentationDataset:
         if problems:
             more = f" (and {len(problems) - 1} more; python -m seg.data.check lists them)" if len(problems) > 1 else ""
             raise type(problems[0])(f"{problems[0]}{more}")
+        warn_orientation_tags([image for image, _ in self.files])
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Checked untransformed pair (image uint8 HxWx3 RGB, mask uint8 HxW); bad files raise by name."""

@@ -7,9 +7,18 @@ turns them into ``median_freq`` (Eigen & Fergus / SegNet) or ``inverse_log`` (EN
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 
-IGNORE_INDEX = 255  # seg.data.base.IGNORE_INDEX; repeated so this module needs nothing but numpy (and rich)
+from seg.atomic import write_json_atomic
+from seg.data.base import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
 
 METHODS = ("median_freq", "inverse_log")
 
@@ -93,3 +102,46 @@ def class_weights(pixels: np.ndarray, image_pixels: np.ndarray, method: str) -> 
             raise ValueError("class_weights: inverse_log needs at least one labelled pixel; every count is 0")
         return 1.0 / np.log(1.02 + pixels / total)
     raise ValueError(f"class_weights: unknown method {method!r}; known methods: {', '.join(METHODS)}")
+
+
+def _fingerprint(dataset) -> str:
+    """Identifies the label files of a split: their paths, sizes and modification times, and the class count."""
+    h = hashlib.sha256(f"{type(dataset).__name__}:{dataset.num_classes}".encode())
+    for _, mask_path in dataset.files:
+        stat = Path(mask_path).stat()
+        h.update(f"{Path(mask_path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def resolve_class_weights(
+    spec: str | Sequence[float] | None, dataset, cache_dir: str | Path, run_dir: str | Path | None = None
+) -> list[float] | None:
+    """``model.class_weights`` as numbers: None and lists pass through (a list's length is checked); a method
+    name is computed from ``dataset`` (the train split) with :func:`count_labels`, cached in ``cache_dir`` by the
+    label files' fingerprint (never in the dataset folder), written to ``run_dir/class_weights.json`` and logged.
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        values = [float(v) for v in spec]
+        if len(values) != dataset.num_classes:
+            raise ValueError(f"model.class_weights has {len(values)} values but {dataset.name} has "
+                             f"{dataset.num_classes} classes")  # fmt: skip
+        return values
+    if spec not in METHODS:
+        raise ValueError(f"model.class_weights={spec!r}; expected null, a list of numbers or one of {list(METHODS)}")
+    cache = Path(cache_dir) / f"{_fingerprint(dataset)}.json"
+    if cache.is_file():
+        counts = json.loads(cache.read_text())
+        pixels, image_pixels = np.asarray(counts["pixels"]), np.asarray(counts["image_pixels"])
+    else:
+        pixels, image_pixels = count_labels(dataset, dataset.num_classes)
+        write_json_atomic(cache, {"dataset": dataset.name, "root": str(dataset.root), "split": dataset.split,
+                                  "pixels": pixels.tolist(), "image_pixels": image_pixels.tolist()})  # fmt: skip
+    weights = class_weights(pixels, image_pixels, spec).tolist()
+    named = dict(zip(dataset.classes, (round(w, 4) for w in weights), strict=True))
+    log.info("class weights (%s, %s split of %s): %s", spec, dataset.split, dataset.name, named)
+    if run_dir is not None:
+        write_json_atomic(Path(run_dir) / "class_weights.json", {"method": spec, "split": dataset.split,
+                                                                 "weights": named, "cache": str(cache)})  # fmt: skip
+    return weights

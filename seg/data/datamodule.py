@@ -6,12 +6,14 @@ every checkpoint, so a run resumed mid-epoch continues with the very batches it 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -61,6 +63,8 @@ class SegDataModule(pl.LightningDataModule):
         pin_memory: page-locked batches for faster GPU copies.
         prepare: ``prepare(root)``, run once per node before set-up (the synthetic data's generator).
         seed: training order and augmentation seed; None: ``seed_everything``'s, else torch's initial seed.
+        **dataset_options: passed on to ``dataset`` (``data=folder``'s ``classes``, ``image_dir``, ... sit at the
+            ``data.`` level of the config, next to the loader settings).
     """
 
     def __init__(
@@ -78,9 +82,10 @@ class SegDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         prepare: Callable | None = None,
         seed: int | None = None,
+        **dataset_options: Any,
     ) -> None:
         super().__init__()
-        self.dataset = dataset
+        self.dataset = functools.partial(dataset, **dataset_options) if dataset_options else dataset
         self.root = Path(root)
         self.train_transform = train_transform
         self.val_transform = val_transform
@@ -125,6 +130,24 @@ class SegDataModule(pl.LightningDataModule):
     def class_names(self) -> list[str]:
         """Class names of the configured dataset (available after ``setup``)."""
         return list(self.val_set.classes)
+
+    def dataset_meta(self) -> tuple[type, tuple[str, ...], np.ndarray]:
+        """(dataset class, class names, palette) without reading the dataset (:meth:`SegmentationDataset.meta`)."""
+        factory, options = self.dataset, {}
+        while isinstance(factory, functools.partial):  # Hydra's _partial_ (possibly wrapped) + dataset_options
+            options = {**factory.keywords, **options}
+            factory = factory.func
+        classes, palette = factory.meta(**options)
+        return factory, classes, palette
+
+    def write_split_lists(self, folder: str | Path) -> None:
+        """``<folder>/<split>.txt``: the sample ids of each set-up split, one per line (what a run trained and
+        validated on; ``data=folder`` reads such lists back with ``data.split_dir``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for ds in (self.train_set, self.val_set):
+            if ds is not None:
+                (folder / f"{ds.split}.txt").write_text("".join(f"{i}\n" for i in ds.ids))
 
     def _loader(self, ds, batch_size: int, train: bool, sampler, seed: int, loader_cls: type = DataLoader):
         return loader_cls(

@@ -1,12 +1,21 @@
-"""Reading images and index masks from disk, with errors that name the file."""
+"""Reading images and index masks from disk, with errors that name the file.
+
+Pixels are read as stored: a JPEG's EXIF orientation tag is not applied (PIL and torchvision do not apply it
+either, and masks are stored unrotated), so an image and its mask always line up. :func:`orientation_tagged`
+finds the files that carry such a tag, for a warning.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
+EXIF_ORIENTATION = 0x0112  # 1 = as stored; 2-8 = mirrored and/or rotated on display
 
 INDEX_MASK_MODES = ("P", "L")
 JPEG_END = b"\xff\xd9"  # end-of-image marker
@@ -18,7 +27,8 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise FileNotFoundError(f"{path}: image file does not exist")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    # IMREAD_IGNORE_ORIENTATION: OpenCV would otherwise rotate by the EXIF tag while the mask stays as stored
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if image is None:
         raise ValueError(f"{path}: cannot decode image (corrupt or not an image file)")
     # OpenCV 4.x decodes a truncated JPEG with only a warning: check the end-of-image marker ourselves
@@ -69,6 +79,30 @@ def read_header(path: str | Path, what: str = "image") -> tuple[tuple[int, int],
     if fmt == "PNG" and PNG_END not in tail:
         raise ValueError(f"{path}: truncated PNG (no IEND chunk at the end)")
     return size, mode
+
+
+def orientation_tagged(path: str | Path) -> bool:
+    """Whether ``path`` carries an EXIF orientation other than "as stored" (cameras set it on rotated shots)."""
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(EXIF_ORIENTATION, 1)) not in (0, 1)
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+def warn_orientation_tags(paths: list[Path], show: int = 3) -> list[Path]:
+    """Log one warning naming the JPEGs of ``paths`` that carry an EXIF orientation tag; return them."""
+    tagged = [p for p in paths if Path(p).suffix.lower() in (".jpg", ".jpeg") and orientation_tagged(p)]
+    if tagged:
+        names = ", ".join(str(p) for p in tagged[:show]) + (
+            f" and {len(tagged) - show} more" if len(tagged) > show else ""
+        )
+        log.warning(
+            "%d image(s) carry an EXIF orientation tag (%s): seg reads pixels as stored, as the masks are, and does "
+            "not rotate them; rotate the files themselves if the tag was meant",
+            len(tagged), names,
+        )  # fmt: skip
+    return tagged
 
 
 def write_index_mask(path: str | Path, mask: np.ndarray, palette: np.ndarray) -> None:

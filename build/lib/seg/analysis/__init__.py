@@ -1,0 +1,1 @@
+"""Analysis tools: receptive fields (theoretical, gridding, effective) and sweep reports."""

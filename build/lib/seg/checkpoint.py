@@ -1,0 +1,261 @@
+"""Checkpoint I/O: atomic checkpoint writes, resume checks, and models rebuilt from checkpoints for inference.
+
+Reads Lightning checkpoints of this repository (the net is rebuilt from the run folder's ``.hydra/config.yaml``)
+and torchvision ``deeplabv3_resnet50/101`` / ``fcn_resnet50/101`` state_dicts (seg's submodule names are
+torchvision's, so their keys map one to one). Everything loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor, nn
+
+from seg.atomic import atomic_write
+from seg.models import DeepLabV3
+from seg.models.weights import CheckpointError, check_state_dict, read_state_dict, safe_load, unwrap_state_dict
+from seg.module import SegModule
+
+__all__ = [
+    "AtomicCheckpointIO", "CheckpointError", "LoadedModel", "check_resume_checkpoint", "load_model",
+    "load_net_weights", "newest_checkpoint", "read_state_dict", "safe_load", "unwrap_state_dict",
+]  # fmt: skip
+
+RUN_CONFIG = Path(".hydra") / "config.yaml"
+_TORCHVISION_ASPP_RATES = (12, 24, 36)  # torchvision's DeepLabHead; its dilated ResNets have output stride 8
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints with :func:`seg.atomic.atomic_write` and reads them with ``weights_only=True`` only.
+
+    Lightning's own ``TorchCheckpointIO`` stages the file in the system temporary folder and moves it: a rename
+    only when that folder shares the checkpoint's filesystem (otherwise a copy in place, which a kill can cut
+    short), and without fsync.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        # a diverging run can poison weights or BatchNorm statistics a step before its loss turns NaN
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
+        if bad:
+            raise FloatingPointError(
+                f"training diverged: the weights at global step {checkpoint.get('global_step')} hold NaN or Inf "
+                f"({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); not writing {path}, the last "
+                "checkpoint written is kept"
+            )
+        with atomic_write(path) as f:
+            torch.save(checkpoint, f)
+
+    def __init__(self, preloaded: tuple[str | Path, dict] | None = None) -> None:
+        super().__init__()
+        # (path, checkpoint) already read by seg.train to check it before the model is built: served once,
+        # so a resume reads the file once
+        self._preloaded = preloaded
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if self._preloaded is not None and Path(self._preloaded[0]).resolve() == Path(path).resolve():
+            checkpoint, self._preloaded = self._preloaded[1], None
+            return checkpoint
+        # whatever the caller asks, never unpickle arbitrary objects (a checkpoint may come from anywhere)
+        return safe_load(path)
+
+
+def check_resume_checkpoint(checkpoint: object, path: str | Path, module: SegModule) -> None:
+    """Before training: the network in ``checkpoint`` (loaded from ``path``) fits ``module.net``: same class
+    count, layers and shapes; else :class:`CheckpointError` naming the file.
+
+    Loads the weights into ``module.net`` on the way, which the resume then overwrites with the same values.
+    """
+    load_net_weights(module.net, unwrap_state_dict(checkpoint, path), path)
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, in eval mode, and the training run's config when there is one."""
+
+    module: SegModule
+    run_cfg: DictConfig | None
+    ckpt_path: Path
+
+    @property
+    def net(self) -> nn.Module:
+        return self.module.net
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.module.hparams.num_classes)
+
+
+def find_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run folder of a checkpoint: the nearest of its parents (up to 3) holding ``.hydra/config.yaml``."""
+    for parent in list(Path(ckpt_path).resolve().parents)[:3]:
+        if (parent / RUN_CONFIG).is_file():
+            return parent
+    return None
+
+
+def load_run_config(run_dir: str | Path, output_dir: str | Path | None = None) -> DictConfig:
+    """The run's saved config, its data paths as the run had them; ``output_dir`` replaces the run's.
+
+    The run's ``paths.output_dir`` is Hydra's runtime folder of that run, which only resolves inside it.
+    """
+    cfg = OmegaConf.load(Path(run_dir) / RUN_CONFIG)
+    if "paths" in cfg:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir if output_dir is not None else run_dir)
+    return cfg
+
+
+def torchvision_architecture(state: Mapping[str, Tensor]) -> dict | None:
+    """``DeepLabV3`` keyword arguments matching a torchvision deeplabv3_resnet* state_dict; None for other layouts.
+
+    A torchvision fcn_resnet* state_dict is recognised and refused: seg has no FCN segmenter to load it into.
+    """
+    if "backbone.layer3.0.conv1.weight" not in state or "classifier.4.weight" not in state:
+        return None
+    blocks = len({k.split(".")[2] for k in state if k.startswith("backbone.layer3.")})
+    bottleneck = "backbone.layer1.0.conv3.weight" in state
+    depth = {(True, 6): 50, (True, 23): 101, (False, 2): 18, (False, 6): 34}.get((bottleneck, blocks))
+    if depth is None:
+        return None
+    if "classifier.0.convs.0.0.weight" not in state:
+        if "classifier.0.weight" in state:
+            raise CheckpointError(
+                f"an fcn_resnet{depth} state_dict: its keys map to an FCN segmenter (backbone, classifier = "
+                "FCNHead, aux_classifier = FCNHead), which seg.models does not provide yet; load it with "
+                "seg.checkpoint.load_net_weights into such a model"
+            )
+        return None
+    rates = len({k.split(".")[3] for k in state if k.startswith("classifier.0.convs.")}) - 2
+    if rates != len(_TORCHVISION_ASPP_RATES):
+        return None
+    return {
+        "num_classes": int(state["classifier.4.weight"].shape[0]),
+        "backbone": f"resnet{depth}",
+        "output_stride": 8,
+        "aspp_rates": _TORCHVISION_ASPP_RATES,
+        "aux": "aux_classifier.4.weight" in state,
+        "weights": None,
+    }
+
+
+def classifier_keys(net: nn.Module) -> list[str]:
+    """State_dict keys of the last convolution of ``classifier`` and ``aux_classifier``: the class-dependent ones."""
+    keys = []
+    for head in ("classifier", "aux_classifier"):
+        module = getattr(net, head, None)
+        if module is None:
+            continue
+        name, conv = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d)][-1]
+        keys += [f"{head}.{name}.{p}" for p, _ in conv.named_parameters(recurse=False)]
+    return keys
+
+
+def load_net_weights(
+    net: nn.Module, state: Mapping[str, Tensor], source: str | Path = "checkpoint", reinit_classifier: bool = False
+) -> None:
+    """Load ``state`` into ``net`` by key (strict); a class-count mismatch is an error unless ``reinit_classifier``.
+
+    ``reinit_classifier=True`` (fine-tuning on another label set) keeps ``net``'s freshly initialised last
+    classifier convolutions and loads everything else. An auxiliary head the net lacks is dropped (inference only).
+    """
+    expected = net.state_dict()
+    state = dict(state)
+    if getattr(net, "aux_classifier", "absent") is None:
+        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
+    head = [k for k in classifier_keys(net) if k in state and state[k].shape[0] != expected[k].shape[0]
+            and state[k].shape[1:] == expected[k].shape[1:]]  # fmt: skip
+    if head:
+        if not reinit_classifier:
+            trained, built = state[head[0]].shape[0], expected[head[0]].shape[0]
+            raise CheckpointError(
+                f"{source} was trained for {trained} classes but the model is built for {built}: use a dataset with "
+                f"{trained} classes, or load it with reinit_classifier=True to fine-tune a new classifier"
+            )
+        state = {k: v for k, v in state.items() if k not in head}
+    check_state_dict(net, state, source, ignore=head)
+    net.load_state_dict(state, strict=False)
+
+
+def build_module(run_cfg: DictConfig, channels_last: bool | None = None) -> SegModule:
+    """``instantiate(run_cfg.model)`` without fetching backbone weights (the checkpoint holds every weight)."""
+    cfg = copy.deepcopy(run_cfg)
+    with open_dict(cfg):
+        if "weights" in cfg.model.net:
+            cfg.model.net.weights = None
+    return instantiate(cfg.model, **({} if channels_last is None else {"channels_last": channels_last}))
+
+
+def load_model(
+    ckpt_path: str | Path,
+    output_dir: str | Path | None = None,
+    channels_last: bool | None = None,
+    reinit_classifier: bool = False,
+) -> LoadedModel:
+    """Rebuild the model of a checkpoint (its run's config, or a torchvision layout) and load its weights.
+
+    ``channels_last=None`` keeps the run's setting. The module comes back in eval mode on the CPU.
+    """
+    ckpt_path = Path(ckpt_path)
+    state = read_state_dict(ckpt_path)
+    run_dir = find_run_dir(ckpt_path)
+    if run_dir is not None:
+        run_cfg = load_run_config(run_dir, output_dir)
+        module = build_module(run_cfg, channels_last)
+    else:
+        run_cfg = None
+        try:
+            arch = torchvision_architecture(state)
+        except CheckpointError as e:
+            raise CheckpointError(f"{ckpt_path}: {e}") from None
+        if arch is None:
+            raise CheckpointError(
+                f"{ckpt_path}: no run config found (expected {RUN_CONFIG} in the run folder above it) and not a "
+                "torchvision deeplabv3_resnet50/101 state_dict"
+            )
+        module = SegModule(DeepLabV3(**arch), num_classes=arch["num_classes"], channels_last=bool(channels_last))
+    load_net_weights(module.net, state, ckpt_path, reinit_classifier)
+    return LoadedModel(module.eval(), run_cfg, ckpt_path)
+
+
+def run_inference_defaults(run_cfg: DictConfig | None) -> dict:
+    """What ``"auto"`` inference options mean for a run: its precision, memory format and training crop."""
+    if run_cfg is None:
+        return {"precision": "32", "channels_last": False, "window": None}
+    precision = str(OmegaConf.select(run_cfg, "trainer.precision", default="32"))
+    crop = OmegaConf.select(run_cfg, "data.train_transform.crop_size", default=None)
+    return {
+        "precision": "bf16" if precision.startswith("bf16") else "16" if precision.startswith("16") else "32",
+        "channels_last": bool(OmegaConf.select(run_cfg, "model.channels_last", default=False)),
+        "window": OmegaConf.to_object(crop) if OmegaConf.is_config(crop) else crop,
+    }
+
+
+def check_num_classes(loaded: LoadedModel, dataset_name: str, dataset_classes: int) -> None:
+    """ValueError when the checkpoint's class count differs from the dataset's."""
+    if loaded.num_classes != dataset_classes:
+        raise ValueError(
+            f"{loaded.ckpt_path} predicts {loaded.num_classes} classes but {dataset_name} has {dataset_classes}: "
+            "evaluate it on the dataset it was trained for (data=...)"
+        )
+
+
+def newest_checkpoint(folder: str | Path) -> Path | None:
+    """``last.ckpt`` (else the newest ``.ckpt``) of the run folder under ``folder`` whose checkpoint was written
+    last; only run folders with ``.hydra/config.yaml`` count. None when there is none."""
+    ckpts = [p for p in Path(folder).glob("**/checkpoints/*.ckpt") if (p.parents[1] / RUN_CONFIG).is_file()]
+    if not ckpts:
+        return None
+    newest = max(ckpts, key=lambda p: p.stat().st_mtime)
+    last = newest.parent / "last.ckpt"
+    return last if last.is_file() else newest

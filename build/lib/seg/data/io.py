@@ -1,0 +1,78 @@
+"""Reading images and index masks from disk, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+INDEX_MASK_MODES = ("P", "L")
+JPEG_END = b"\xff\xd9"  # end-of-image marker
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk that closes every PNG
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 HxWx3 RGB; a missing, unreadable or truncated file raises naming it."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise FileNotFoundError(f"{path}: image file does not exist")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image (corrupt or not an image file)")
+    # OpenCV 4.x decodes a truncated JPEG with only a warning: check the end-of-image marker ourselves
+    if data[:2].tobytes() == b"\xff\xd8" and JPEG_END not in data[-16:].tobytes():
+        raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_index_mask(path: str | Path) -> np.ndarray:
+    """Read a class-index mask (palette 'P' or grayscale 'L' PNG) as uint8 HxW, without palette conversion."""
+    try:
+        with Image.open(path) as im:
+            check_index_mode(path, im.mode)
+            return np.array(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: mask file does not exist") from None
+    except (OSError, SyntaxError) as e:  # PIL raises OSError for truncated or non-image files
+        raise ValueError(f"{path}: cannot decode mask ({e})") from None
+
+
+def check_index_mode(path: str | Path, mode: str) -> None:
+    """ValueError naming ``path`` unless ``mode`` is an index-mask mode (palette 'P' or grayscale 'L')."""
+    if mode not in INDEX_MASK_MODES:
+        raise ValueError(
+            f"{path}: mask is in mode {mode}; expected an index mask (palette 'P' or grayscale 'L'), "
+            "not a colour-coded RGB mask"
+        )
+
+
+def read_header(path: str | Path, what: str = "image") -> tuple[tuple[int, int], str]:
+    """``((width, height), mode)`` of an image file from its header alone, nothing decoded (~0.1 ms).
+
+    Also checks that a JPEG or PNG file is complete (its end marker is there). Raises naming the file and
+    ``what`` it is ("image", "mask") when it is missing, unreadable or truncated.
+    """
+    try:
+        with open(path, "rb") as f:
+            with Image.open(f) as im:
+                size, mode, fmt = im.size, im.mode, im.format
+            f.seek(max(f.seek(0, 2) - 16, 0))
+            tail = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: {what} file does not exist") from None
+    except (OSError, SyntaxError, ValueError):  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{path}: cannot decode {what} (corrupt or not an image file)") from None
+    if fmt == "JPEG" and JPEG_END not in tail:
+        raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
+    if fmt == "PNG" and PNG_END not in tail:
+        raise ValueError(f"{path}: truncated PNG (no IEND chunk at the end)")
+    return size, mode
+
+
+def write_index_mask(path: str | Path, mask: np.ndarray, palette: np.ndarray) -> None:
+    """Write a uint8 HxW index mask as a palette PNG (the VOC format)."""
+    im = Image.fromarray(mask.astype(np.uint8))  # mode L; putpalette turns it into P keeping the indices
+    im.putpalette(palette[:256].astype(np.uint8).reshape(-1).tolist())
+    im.save(path)

@@ -1,0 +1,85 @@
+"""Evaluation entry point: ``python -m seg.evaluate ckpt_path=PATH [inference=whole|slide|ms_flip] [data=...]``.
+
+Runs the training validation (``SegModule.validation_step``, so the numbers agree) with the chosen inference
+mode under ``Trainer.validate``; prints the rich table and writes ``metrics.json`` (the training schema plus the
+confusion matrix) and ``confusion_matrix.png`` into the evaluate run folder. Exact under DDP: the validation
+sampler never pads and the confusion matrix is summed over processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, RichProgressBar
+
+from seg.callbacks.evaluation_report import EvaluationReport
+from seg.checkpoint import LoadedModel, check_num_classes, load_model, run_inference_defaults
+from seg.data.datamodule import SegDataModule
+from seg.hydra_utils import entry_point
+from seg.inference import InferenceConfig, auto_flag
+
+TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+
+def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> SegDataModule:
+    """The configured data (or the training run's), set up for the evaluated split; class counts checked."""
+    data_cfg = cfg.get("data")
+    if data_cfg is None:
+        if loaded.run_cfg is None:
+            raise ValueError(f"{loaded.ckpt_path} has no training run folder: choose the data, data=NAME data.root=DIR")
+        data_cfg = loaded.run_cfg.data
+    overrides = {"val_split": cfg.get("split"), "val_batch_size": cfg.get("batch_size"),
+                 "num_workers": cfg.get("num_workers")}  # fmt: skip
+    datamodule = instantiate(data_cfg, **{k: v for k, v in overrides.items() if v is not None})
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    check_num_classes(loaded, type(datamodule.val_set).__name__, datamodule.val_set.num_classes)
+    return datamodule
+
+
+def evaluate(cfg: DictConfig) -> dict | None:
+    """Score ``cfg.ckpt_path``; return the written report (None on ranks other than 0)."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(cfg.ckpt_path, out_dir, channels_last=auto_flag(cfg.inference.channels_last))
+    inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
+    datamodule = build_datamodule(cfg, loaded)
+    # Lightning's precision plugin owns autocast here, exactly as during the training validation
+    loaded.module.inference = dataclasses.replace(inference, precision=None)
+    split = datamodule.val_split
+    extra = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "dataset": type(datamodule.val_set).__name__,
+        "split": split,
+        "images": len(datamodule.val_set),
+        "inference": inference.describe(),
+        "precision": inference.precision,
+    }
+    title = f"{extra['dataset']} {split}, {extra['images']} images, {inference.describe()} ({inference.precision})"
+    writer = EvaluationReport(out_dir, datamodule.class_names, extra, title)
+    callbacks: list[Callback] = [writer]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar())
+    trainer = pl.Trainer(
+        **cfg.trainer,
+        precision=TRAINER_PRECISION[inference.precision],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.validate(loaded.module, datamodule=datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return None
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+main = entry_point("evaluate", evaluate)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Export entry point: ``python -m seg.export ckpt_path=PATH format=onnx|torchscript [quantize=int8]``.
+
+ONNX (torch.onnx's dynamo exporter) with dynamic batch, height and width, or TorchScript (traced; the traced graph
+keeps the input size symbolic). Each file is reloaded and checked against the PyTorch model on random inputs of
+two sizes; the max abs logit difference is printed and the command fails above ``tolerance``. ``quantize=int8``
+adds an onnxruntime static-int8 model and reports its mIoU change and speed-up on the val split.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import Progress
+from torch import nn
+
+from seg.atomic import write_json_atomic
+from seg.checkpoint import LoadedModel, check_num_classes, load_model
+from seg.data.base import IGNORE_INDEX
+from seg.extras import require
+from seg.hydra_utils import entry_point
+from seg.metrics import ConfusionMatrix, metrics_from_confmat
+
+FORMATS = ("onnx", "torchscript")
+_ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's enum names
+CALIBRATION_METHODS = tuple(_ORT_METHOD)
+Runner = Callable[[np.ndarray], np.ndarray]  # a float32 batch (B, 3, H, W) -> logits, whatever runs it
+
+
+def export_onnx(net: nn.Module, path: str | Path, opset: int = 18) -> Path:
+    """Write ``net`` (fp32, eval) as ONNX: input "image" (batch, 3, height, width) -> output "logits", all dynamic."""
+    require("onnxscript", "export")  # torch.onnx's dynamo exporter needs onnx and onnxscript
+    batch, height, width = (torch.export.Dim(n, min=m) for n, m in (("batch", 1), ("height", 16), ("width", 16)))
+    example = torch.randn(1, 3, 64, 64)
+    torch.onnx.export(
+        net,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes=({0: batch, 2: height, 3: width},),
+        external_data=False,
+        verbose=False,
+    )
+    return Path(path)
+
+
+def export_torchscript(net: nn.Module, path: str | Path) -> Path:
+    """Write ``net`` traced to TorchScript; shapes are read from the input at run time, so any size works."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still supported
+        traced = torch.jit.trace(net, torch.randn(1, 3, 64, 64), check_trace=False)
+        torch.jit.save(traced, str(path))
+    return Path(path)
+
+
+def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
+    """An onnxruntime CPU session as a function of a float32 batch (B, 3, H, W) -> logits."""
+    ort = require("onnxruntime", "export")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def torchscript_runner(path: str | Path) -> Runner:
+    """The saved TorchScript module, reloaded, as a function of a numpy batch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def max_abs_diffs(net: nn.Module, run: Runner, shapes: Sequence[Sequence[int]], seed: int = 0) -> list[float]:
+    """Max abs logit difference between ``run`` and the PyTorch ``net`` on one random batch per shape."""
+    generator = torch.Generator().manual_seed(seed)
+    diffs = []
+    for shape in shapes:
+        x = torch.randn(*shape, generator=generator)
+        with torch.no_grad():
+            reference = net(x).numpy()
+        out = run(x.numpy())
+        if out.shape != reference.shape:
+            raise ValueError(f"export gives shape {out.shape} for input {tuple(shape)}; expected {reference.shape}")
+        diffs.append(float(np.abs(out - reference).max()))
+    return diffs
+
+
+def _image(dataset: Sequence, index: int) -> np.ndarray:
+    """Sample ``index`` of a dataset with a normalising transform as a (1, 3, H, W) float32 batch."""
+    image = dataset[index][0]
+    return np.asarray(image, dtype=np.float32)[None]
+
+
+class ImageReader:
+    """Feeds ``count`` images spread evenly over ``dataset`` to onnxruntime's calibrator, one at a time (the
+    ``CalibrationDataReader`` protocol: ``get_next`` until None)."""
+
+    def __init__(self, dataset: Sequence, count: int, input_name: str = "image") -> None:
+        count = max(1, min(int(count), len(dataset)))
+        self.indices = iter(np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist())
+        self.dataset, self.input_name = dataset, input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        index = next(self.indices, None)
+        return None if index is None else {self.input_name: _image(self.dataset, index)}
+
+
+def quantize_int8(
+    fp32_path: str | Path, int8_path: str | Path, dataset: Sequence, count: int, method: str = "minmax"
+) -> Path:
+    """Write a QDQ int8 model (per-channel int8 weights, uint8 activations) calibrated on ``count`` images."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"int8.calibration_method={method!r}; expected one of {list(CALIBRATION_METHODS)}")
+    quantization = require("onnxruntime.quantization", "export")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # onnxruntime's recommended pre-pass (shape inference + graph optimisation); symbolic shape inference
+        # cannot follow the dynamo export's dynamic Resize sizes, ONNX's own shape inference can
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantization.quantize_static(
+            str(prepared),
+            str(int8_path),
+            ImageReader(dataset, count),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHOD[method]),
+        )
+    return Path(int8_path)
+
+
+def compare_on_split(
+    fp32: Runner,
+    int8: Runner,
+    dataset: Sequence,
+    num_classes: int,
+    limit: int | None = None,
+    console: Console | None = None,
+) -> dict:
+    """mIoU of both models on ``dataset`` (image, mask) pairs and their mean per-image latency, interleaved.
+
+    Each image goes through fp32 then int8 right after, so load on the machine slows both alike.
+    """
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    confmats = {k: ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX) for k in ("fp32", "int8")}
+    seconds = {"fp32": 0.0, "int8": 0.0}
+    for run in (fp32, int8):  # warm-up: the first call allocates
+        run(_image(dataset, 0))
+    with Progress(console=console or Console(stderr=True), transient=True) as progress:
+        for index in progress.track(range(count), description="int8 vs fp32"):
+            image, mask = dataset[index]
+            x = np.asarray(image, dtype=np.float32)[None]
+            target = torch.as_tensor(np.asarray(mask)).long()[None]
+            for name, run in (("fp32", fp32), ("int8", int8)):
+                start = time.perf_counter()
+                logits = run(x)
+                seconds[name] += time.perf_counter() - start
+                confmats[name].update(torch.from_numpy(logits).argmax(dim=1), target)
+    miou = {k: metrics_from_confmat(m.compute())["mIoU"] for k, m in confmats.items()}
+    ms = {k: 1000 * s / count for k, s in seconds.items()}
+    return {
+        "images": count,
+        "mIoU_fp32": miou["fp32"],
+        "mIoU_int8": miou["int8"],
+        "mIoU_change": miou["int8"] - miou["fp32"],
+        "ms_fp32": ms["fp32"],
+        "ms_int8": ms["int8"],
+        "speedup": ms["fp32"] / ms["int8"],
+    }
+
+
+def export(cfg: DictConfig, console: Console | None = None) -> dict:
+    """Export, check parity (raise ValueError above tolerance), optionally quantize; return the report."""
+    console = console or Console()
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
+    if cfg.quantize not in (None, "int8"):
+        raise ValueError(f"quantize={cfg.quantize!r}; expected null or int8")
+    if cfg.quantize and cfg.format != "onnx":
+        raise ValueError("quantize=int8 produces an ONNX model: use it with format=onnx")
+    out_dir = Path(cfg.output if cfg.get("output") else cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(cfg.ckpt_path, cfg.paths.output_dir, channels_last=False)
+    net = copy.deepcopy(loaded.net).float().eval()
+
+    path = out_dir / ("model.onnx" if cfg.format == "onnx" else "model.pt")
+    with console.status(f"exporting {cfg.format} to {path}"):
+        if cfg.format == "onnx":
+            export_onnx(net, path, cfg.opset)
+            run = onnx_runner(path)
+        else:
+            export_torchscript(net, path)
+            run = torchscript_runner(path)
+    shapes = [tuple(int(v) for v in s) for s in cfg.check_shapes]
+    diffs = max_abs_diffs(net, run, shapes)
+    report = {"ckpt_path": str(cfg.ckpt_path), "format": cfg.format, "file": str(path), "tolerance": cfg.tolerance,
+              "max_abs_diff": {"x".join(map(str, s)): d for s, d in zip(shapes, diffs, strict=True)}}  # fmt: skip
+    for shape, diff in report["max_abs_diff"].items():
+        console.print(f"{cfg.format} vs PyTorch, input {shape}: max abs logit difference {diff:.3g}")
+    if cfg.quantize:
+        report["int8"] = _quantize(cfg, loaded, path, out_dir, console)
+    write_json_atomic(out_dir / "export.json", report)
+    worst = max(diffs)
+    if worst > cfg.tolerance:
+        raise ValueError(f"{path}: max abs difference {worst:.3g} to PyTorch exceeds tolerance={cfg.tolerance}")
+    console.print(f"wrote {path} (parity within {cfg.tolerance})", markup=False, soft_wrap=True)
+    return report
+
+
+def _quantize(cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Path, console: Console) -> dict:
+    """Write model.int8.onnx calibrated on training images; score both ONNX models on the val split."""
+    data_cfg = cfg.get("data") or (loaded.run_cfg.data if loaded.run_cfg is not None else None)
+    if data_cfg is None:
+        raise ValueError(f"{cfg.ckpt_path} has no training run folder: name the data to calibrate on (data=NAME ...)")
+    datamodule = instantiate(data_cfg)
+    # calibrate on training images as the network sees them at test time: normalised, not augmented
+    datamodule.train_transform = datamodule.val_transform
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_num_classes(loaded, type(datamodule.val_set).__name__, datamodule.val_set.num_classes)
+    q = cfg.int8
+    int8_path = out_dir / "model.int8.onnx"
+    with console.status(f"calibrating on {q.calibration_images} training images and quantizing to {int8_path}"):
+        quantize_int8(fp32_path, int8_path, datamodule.train_set, q.calibration_images, q.calibration_method)
+    result = compare_on_split(
+        onnx_runner(fp32_path, q.threads), onnx_runner(int8_path, q.threads), datamodule.val_set,
+        loaded.num_classes, limit=q.val_images, console=console,
+    )  # fmt: skip
+    result.update(file=str(int8_path), calibration_images=q.calibration_images, method=q.calibration_method)
+    console.print(
+        f"int8 vs fp32 ONNX on {result['images']} {datamodule.val_split} images: mIoU {result['mIoU_int8']:.4f} vs "
+        f"{result['mIoU_fp32']:.4f} ({result['mIoU_change']:+.4f}); {result['ms_int8']:.1f} vs {result['ms_fp32']:.1f} "
+        f"ms per image, speed-up x{result['speedup']:.2f}",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
+    return result
+
+
+main = entry_point("export", export)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Hydra utilities shared by the entry points, tests, notebooks and benchmarks: where seg's configs live, composing
+them from Python exactly as a command line would, and turning bad input into one ``error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hydra
+import hydra._internal.utils as hydra_utils
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from seg.extras import MissingExtraError
+
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package: works from any folder
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """The config ``python -m seg.<entry> <overrides>`` would see, with the ``hydra`` node included."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+
+
+def entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    """The ``main()`` of a command (``python -m seg.X`` and the ``seg-X`` script): Hydra on ``conf/<config_name>``
+    runs ``task``, a known error ends with one ``error: ...`` line (:func:`exit_on_error`), and so does a config
+    composition error (:func:`compact_config_errors`, applied to this call only)."""
+    hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(exit_on_error(task))
+
+    @functools.wraps(task)
+    def main() -> Any:
+        with compact_config_errors():
+            return hydra_main()
+
+    return main
+
+
+F = TypeVar("F", bound=Callable)
+
+# errors that mean "the input is wrong" (missing or corrupt files, bad values, incomplete config, a diverged
+# loss), not a bug
+USER_ERRORS = (
+    OSError, ValueError, InstantiationException, OmegaConfBaseException, FloatingPointError, MissingExtraError,
+)  # fmt: skip
+# noise in Hydra's and OmegaConf's messages: where-to-look hints, the search path, object types
+_DROP = re.compile(r"^(full_key|object_type|reference_type|Set the environment variable HYDRA_FULL_ERROR)")
+
+
+# Hydra plugins that come with an extra: the config option a missing plugin leaves unknown -> the extra
+PLUGIN_EXTRAS = {"hydra/sweeper/optuna": "sweep", "hydra/launcher/submitit_slurm": "slurm"}
+
+
+def plugin_hint(message: str) -> str:
+    """`` (pip install 'seg[extra]')`` when ``message`` is Hydra's "Could not find" for a plugin's config."""
+    for option, extra in PLUGIN_EXTRAS.items():
+        if f"Could not find '{option}'" in message:
+            return f" (pip install 'seg[{extra}]')"
+    return ""
+
+
+def _full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on a single line: for Hydra's instantiate wrapper, the config key and its cause; for
+    an error raised in a DataLoader worker, the worker's own message without the copied traceback.
+    """
+    prefix = ""
+    if isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        key = re.search(r"full_key: (\S+)", str(exc))
+        prefix = f"{key.group(1)}: " if key else ""
+        exc = exc.__cause__
+    text = str(exc)
+    if "Original Traceback (most recent call last)" in text:  # torch's re-raise of a worker's exception
+        text = re.sub(r"^\w+(Error|Exception): ", "", text.strip().splitlines()[-1])
+    text = text.split("Config search path:")[0]  # Hydra's missing-config message lists its whole search path
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _DROP.match(line.strip())]
+    return prefix + (" ".join(lines) or type(exc).__name__)
+
+
+def in_multirun() -> bool:
+    """True inside a Hydra multirun (a sweep's job, or the sweeper)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def exit_on_error(fn: F) -> F:
+    """Wrap an entry point: a known error prints ``error: <message>`` to stderr and exits 1.
+
+    ``HYDRA_FULL_ERROR=1`` re-raises instead, for the full traceback; so does a multirun job, for Hydra to record
+    it as failed and go on with the sweep.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            if _full_error() or in_multirun():
+                raise
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def compact_config_errors() -> Iterator[None]:
+    """Within the block, Hydra's config-composition errors (before the task runs) print as one ``error: ...`` line
+    and exit 1; so does a sweep job's error that the sweeper re-raises to stop the sweep (Optuna's when
+    ``max_failure_rate`` is exceeded, the basic sweeper's after its batch).
+
+    Hydra prints them over several lines (message, OmegaConf details, a hint about HYDRA_FULL_ERROR) from its
+    private ``hydra._internal.utils.run_and_report`` (hence hydra-core < 1.4 in pyproject); this wraps that
+    function for the block only, so importing seg changes nothing in Hydra. ``HYDRA_FULL_ERROR=1`` keeps Hydra's
+    own report.
+    """
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func):
+        def guarded():
+            try:
+                return func()
+            except CompactHydraException as e:  # ConfigCompositionException, MissingConfigException, ...
+                if _full_error():
+                    raise
+                cause = f" ({one_line(e.__cause__)})" if isinstance(e.__cause__, OmegaConfBaseException) else ""
+                print(f"error: {one_line(e)}{cause}{plugin_hint(str(e))}", file=sys.stderr)
+                sys.exit(1)
+            except USER_ERRORS as e:  # a sweep job's error, re-raised by the sweeper (its jobs re-raise them)
+                if _full_error() or not in_multirun():
+                    raise
+                print(f"error: sweep stopped: {one_line(e)}", file=sys.stderr)
+                sys.exit(1)
+
+        return original(guarded)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original

@@ -1,0 +1,42 @@
+"""DeepLabv3 segmenter: dilated ResNet + ASPP head (+ optional FCN auxiliary head on layer3)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from seg.models.aspp import DeepLabHead
+from seg.models.segmenter import ResNetSegmenter
+
+
+class DeepLabV3(ResNetSegmenter):
+    """DeepLabv3 (Chen et al. 2017, arXiv:1706.05587): a dilated ResNet + ASPP head; submodule names match
+    torchvision's ``deeplabv3_resnet*``, so their state_dicts load one to one.
+
+    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out": logits, "aux": aux_logits}
+    ("aux" only when ``aux``), both upsampled to the input size.
+
+    Args:
+        num_classes: output channels.
+        backbone, output_stride: as :class:`ResNetSegmenter`.
+        aspp_rates: the three atrous rates of ASPP; (12, 24, 36) at output stride 8 is the paper's (6, 12, 18)
+            at 16, doubled (and torchvision's).
+        dropout: before the classifier (torchvision's DeepLabHead: 0.5).
+        **kwargs: ``multi_grid``, ``aux``, ``weights``: as :class:`ResNetSegmenter`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet18",
+        output_stride: int = 8,
+        *,
+        aspp_rates: Sequence[int] = (12, 24, 36),
+        dropout: float = 0.5,
+        **kwargs: Any,
+    ):
+        super().__init__(num_classes, backbone, output_stride, **kwargs)
+        self.classifier = DeepLabHead(self.backbone.channels["out"], num_classes, tuple(aspp_rates), dropout=dropout)
+
+    def logits(self, features: dict[str, Tensor]) -> Tensor:
+        return self.classifier(features["out"])

@@ -1,0 +1,80 @@
+"""DeepLabV3+ (Chen et al. 2018, arXiv:1802.02611): DeepLabv3's ASPP plus a decoder on stage-1 features."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seg.models.aspp import ASPP
+from seg.models.segmenter import ResNetSegmenter
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class DeepLabV3PlusDecoder(nn.Module):
+    """Low-level features -> 1x1 to 48 ch; ASPP output upsampled to their size; concat; two 3x3 convs; 1x1."""
+
+    def __init__(
+        self, low_channels: int, aspp_channels: int, num_classes: int, low_proj: int = 48, channels: int = 256
+    ):
+        super().__init__()
+        # Sec. 4.1: 48 channels keep the low-level features from outweighing the encoder's 256
+        self.project = _conv_bn_relu(low_channels, low_proj, 1)
+        # Sec. 4.1: two 3x3 convs of 256 channels after the concatenation work best
+        self.fuse = nn.Sequential(
+            _conv_bn_relu(low_proj + aspp_channels, channels, 3), _conv_bn_relu(channels, channels, 3)
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+        """Class logits at the resolution of `low` (stride 4 for a ResNet's layer1)."""
+        high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([self.project(low), high], dim=1)))
+
+
+class DeepLabV3Plus(ResNetSegmenter):
+    """Dilated ResNet + ASPP encoder, DeepLabV3+ decoder; same call contract as :class:`DeepLabV3`.
+
+    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" from an FCN head on
+    layer3 when ``aux``), both upsampled to the input size.
+
+    Args:
+        num_classes: output channels.
+        backbone: as :class:`ResNetSegmenter`.
+        output_stride: 16, the paper's training setting (8 costs ~3x the encoder FLOPs).
+        aspp_rates: ASPP's atrous rates, (6, 12, 18) at output stride 16 (Sec. 4.1).
+        aux: an FCN auxiliary head on layer3 (the paper has none).
+        dropout: after the ASPP projection (reference code: keep_prob 0.9).
+        low_proj: channels of the 1x1 projection of the stage-1 features (Sec. 4.1: 48).
+        channels: channels of ASPP and of the decoder's two 3x3 convolutions (256).
+        **kwargs: ``multi_grid``, ``weights``: as :class:`ResNetSegmenter`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet18",
+        output_stride: int = 16,
+        *,
+        aspp_rates: Sequence[int] = (6, 12, 18),
+        aux: bool = False,
+        dropout: float = 0.1,
+        low_proj: int = 48,
+        channels: int = 256,
+        **kwargs: Any,
+    ):
+        super().__init__(num_classes, backbone, output_stride, aux=aux, **kwargs)
+        feats = self.backbone.channels
+        self.aspp = ASPP(feats["out"], tuple(aspp_rates), channels, dropout)
+        self.decoder = DeepLabV3PlusDecoder(feats["low"], channels, num_classes, low_proj, channels)
+
+    def logits(self, features: dict[str, Tensor]) -> Tensor:
+        return self.decoder(features["low"], self.aspp(features["out"]))

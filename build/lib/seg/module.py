@@ -1,0 +1,159 @@
+"""The LightningModule: cross-entropy (+ auxiliary losses), an optimiser with warm-up + poly decay, and
+confusion-matrix metrics."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+
+import torch
+from pytorch_lightning import LightningModule
+from torch import nn
+from torchmetrics.aggregation import MaxMetric
+
+from seg.data.base import IGNORE_INDEX
+from seg.inference import InferenceConfig, infer
+from seg.metrics import ConfusionMatrix, metrics_from_confmat
+
+
+def warmup_poly(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, power: float = 0.9
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """DeepLab's "poly" policy, ``lr * (1 - step / total) ** power`` stepped every optimizer step, after
+    ``warmup_steps`` of linear warm-up from ``lr / 1000`` (none when 0).
+
+    Args:
+        optimizer: the optimizer whose groups' learning rates are scheduled.
+        total_steps: optimizer steps of the whole run (warm-up included).
+        warmup_steps: linear warm-up steps; capped at ``total_steps - 1``.
+        power: the poly exponent (0.9 in DeepLab v2/v3).
+    """
+    warmup = max(0, min(int(warmup_steps), total_steps - 1))
+    poly = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total_steps - warmup, power=power)
+    if warmup == 0:
+        return poly
+    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, poly], milestones=[warmup])
+
+
+# the class defaults are seg/conf/model/deeplabv3.yaml's (tests/test_configs.py)
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=1e-4)
+DEFAULT_SCHEDULER = functools.partial(warmup_poly, warmup_steps=0, power=0.9)
+
+
+class SegModule(LightningModule):
+    """Trains ``net`` (any module mapping (B,3,H,W) to logits, or to {"out", ...} in train mode).
+
+    Args:
+        net: the segmenter. In train mode it returns {"out": logits} plus optional auxiliary logits under other
+            keys (e.g. "aux"), each weighted by ``aux_weight`` in the loss; in eval mode the logits.
+        num_classes: classes scored by the validation metrics.
+        optimizer: ``params -> Optimizer`` (a Hydra ``_partial_`` node); default SGD lr 0.01, momentum 0.9,
+            weight decay 1e-4. Its ``lr`` applies to the backbone, ``lr * head_lr_mult`` to everything else.
+        scheduler: ``(optimizer, total_steps) -> LRScheduler`` stepped every optimizer step (a ``_partial_``
+            node); default :func:`warmup_poly` without warm-up.
+        head_lr_mult: learning-rate factor of the non-backbone parameters (10 is usual when fine-tuning a
+            pretrained backbone; 1 from scratch).
+        aux_weight: weight of each auxiliary loss (0 turns them off).
+        ignore_index: the label never scored nor trained on.
+        channels_last: run the net in channels-last memory format (faster convolutions on CPU bf16 and GPUs).
+    """
+
+    # how validation predicts: whole image (training); seg.evaluate sets sliding window / multi-scale + flip
+    inference: InferenceConfig = InferenceConfig()
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Callable[[Iterable], torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        head_lr_mult: float = 1.0,
+        aux_weight: float = 0.4,
+        ignore_index: int = IGNORE_INDEX,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        # only plain numbers go into the checkpoint: it must load with weights_only=True (the run folder's
+        # .hydra/config.yaml keeps the optimizer and scheduler settings)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer or DEFAULT_OPTIMIZER
+        self.scheduler_factory = scheduler or DEFAULT_SCHEDULER
+        self.criterion = nn.CrossEntropyLoss(ignore_index=ignore_index)
+        # torchmetrics' confusion matrix with a one-pass bincount update (benchmarks/confmat.py)
+        self.val_confmat = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+        self.val_miou_best = MaxMetric()
+        self.last_val_metrics: dict | None = None
+        self.last_val_confmat: torch.Tensor | None = None  # the last validation's summed matrix (seg.evaluate)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    def forward(self, x: torch.Tensor):
+        return self.net(self._prep(x))
+
+    def on_train_start(self) -> None:
+        self.val_miou_best.reset()  # forget the sanity-check validation
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        y = y.long()
+        out = self(x)
+        out = out if isinstance(out, dict) else {"out": out}
+        loss = self.criterion(out["out"], y)
+        self.log("train/loss_main", loss)
+        for key in sorted(k for k in out if k != "out"):  # auxiliary outputs: "aux", ...
+            if self.hparams.aux_weight > 0:
+                aux = self.criterion(out[key], y)
+                self.log(f"train/loss_{key}", aux)
+                loss = loss + self.hparams.aux_weight * aux
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at global step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # a net with a schedule in optimizer steps (ContextNet's front_end_steps) counts them here, once per step
+        # whatever trainer.accumulate_grad_batches is; it keeps the count in its state_dict for resumed runs
+        stepped = getattr(self.net, "optimizer_stepped", None)
+        if stepped is not None:
+            stepped()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        y = y.long()
+        # scores at the label's resolution: the label is never resized
+        scores = infer(self, x, self.inference, out_size=y.shape[-2:])
+        if self.inference.single_view:  # multi-view scores are averaged probabilities, not logits
+            self.log("val/loss", self.criterion(scores, y), batch_size=x.shape[0])
+        self.val_confmat.update(scores.argmax(dim=1), y)
+
+    def on_validation_epoch_end(self) -> None:
+        confmat = self.val_confmat.compute()  # summed over all processes under DDP
+        self.val_confmat.reset()
+        metrics = metrics_from_confmat(confmat)
+        self.val_miou_best.update(torch.tensor(metrics["mIoU"]))
+        for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou"):
+            self.log(f"val/{key}", metrics[key], prog_bar=key == "mIoU")
+        self.log("val/mIoU_best", self.val_miou_best.compute())
+        self.last_val_metrics = metrics
+        self.last_val_confmat = confmat.cpu()
+
+    def configure_optimizers(self):
+        backbone = getattr(self.net, "backbone", None)
+        backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if id(p) in backbone_ids]},
+            {"params": [p for p in params if id(p) not in backbone_ids], "head": True},
+        ]
+        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        for group in optimizer.param_groups:  # the head's rate: the optimizer's own lr times head_lr_mult
+            if group.pop("head", False):
+                group["lr"] *= self.hparams.head_lr_mult
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

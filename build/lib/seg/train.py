@@ -1,0 +1,108 @@
+"""Training entry point: ``python -m seg.train [+experiment=NAME] [overrides]``.
+
+Composes the config, instantiates data, model, callbacks, loggers and trainer, fits, writes ``metrics.json``
+into the run folder and returns the optimised metric (for Hydra sweepers). Bad input (data, config values, a
+resume checkpoint) is found before the model is built or trained and ends with one ``error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from seg.atomic import write_json_atomic
+from seg.callbacks.final_validation import FinalValidation
+from seg.callbacks.resume import ResumeState
+from seg.checkpoint import AtomicCheckpointIO, check_resume_checkpoint, safe_load
+from seg.hydra_utils import entry_point, in_multirun
+from seg.metrics import metrics_report, print_report
+
+__all__ = ["main", "train"]
+log = logging.getLogger(__name__)
+
+
+def use_sync_batchnorm(trainer_cfg: DictConfig) -> bool:
+    """``trainer.sync_batchnorm``, honoured on GPUs only: SyncBatchNorm refuses CPU tensors."""
+    if not trainer_cfg.get("sync_batchnorm", False):
+        return False
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        log.warning("trainer.sync_batchnorm=true ignored: SyncBatchNorm runs on GPUs only (%s)", accelerator)
+    return on_gpu
+
+
+def train(cfg: DictConfig) -> float:
+    """Fit the configured model on the configured data; return ``cfg.optimized_metric``."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
+    datamodule.setup("fit")
+    ckpt_path = cfg.get("ckpt_path")
+    # a resume checkpoint that is missing, unreadable or unsafe fails before the model is built
+    checkpoint = safe_load(ckpt_path) if ckpt_path is not None else None
+    model = instantiate(cfg.model)
+    if checkpoint is not None:
+        check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    final = FinalValidation()  # validates the final step in fit when it is no validation step of its own
+    callbacks += [ResumeState(), final]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        # Lightning's resume gets the checkpoint already read (once, weights_only) instead of reading it again
+        plugins=[AtomicCheckpointIO(preloaded=(ckpt_path, checkpoint) if checkpoint is not None else None)],
+        sync_batchnorm=use_sync_batchnorm(cfg.trainer),
+    )
+
+    start = time.perf_counter()
+    del checkpoint
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    wall = time.perf_counter() - start
+    if final.validated_step != trainer.global_step:  # e.g. check_val_every_n_epoch skipped the last epoch
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # runs nothing when validation is off
+
+    # the metrics of the final weights only: never the sanity check's, nor an earlier validation's
+    validated = final.validated_step == trainer.global_step
+    score = trainer.callback_metrics.get(cfg.optimized_metric)
+    if validated and model.last_val_metrics is not None and trainer.is_global_zero:
+        report = metrics_report(model.last_val_metrics, datamodule.class_names)
+        best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
+        report.update(
+            mIoU_best=float(best) if best is not None else float("nan"),
+            epoch=trainer.current_epoch,
+            global_step=trainer.global_step,
+            train_wall_s=round(wall, 1),
+        )
+        write_json_atomic(out_dir / "metrics.json", report)
+        print_report(report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
+    elif not validated:
+        log.warning("no validation of the final weights (validation is off): no metrics.json written")
+    value = float(score) if score is not None else float("nan")
+    if math.isnan(value) and in_multirun():
+        # a sweeper must record this job as failed: Optuna's refuses a NaN objective with its own traceback
+        state = "not logged" if score is None else "nan"
+        raise ValueError(
+            f"optimized_metric {cfg.optimized_metric} is {state} after {trainer.global_step} steps: the run never "
+            "validated (trainer.limit_val_batches, check_val_every_n_epoch) or diverged"
+        )
+    return value
+
+
+main = entry_point("train", train)
+
+if __name__ == "__main__":
+    main()

@@ -157,17 +157,18 @@ def classifier_keys(net: nn.Module) -> list[str]:
         if module is None:
             continue
         name, conv = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d)][-1]
-        keys += [f"{head}.{name}.{p}" for p, _ in conv.named_parameters(recurse=False)]
+        keys += [".".join(filter(None, (head, name, p))) for p, _ in conv.named_parameters(recurse=False)]
     return keys
 
 
 def load_net_weights(
     net: nn.Module, state: Mapping[str, Tensor], source: str | Path = "checkpoint", reinit_classifier: bool = False
-) -> None:
+) -> list[str]:
     """Load ``state`` into ``net`` by key (strict); a class-count mismatch is an error unless ``reinit_classifier``.
 
     ``reinit_classifier=True`` (fine-tuning on another label set) keeps ``net``'s freshly initialised last
     classifier convolutions and loads everything else. An auxiliary head the net lacks is dropped (inference only).
+    Returns the keys left at their fresh initialisation.
     """
     expected = net.state_dict()
     state = dict(state)
@@ -185,6 +186,30 @@ def load_net_weights(
         state = {k: v for k, v in state.items() if k not in head}
     check_state_dict(net, state, source, ignore=head)
     net.load_state_dict(state, strict=False)
+    return head
+
+
+def init_weights(net: nn.Module, path: str | Path) -> str:
+    """``init_from=PATH``: start ``net`` from the weights of a seg checkpoint (a run's ``last.ckpt`` or best), or a
+    torchvision ``deeplabv3_resnet50/101`` file. Every tensor whose name and shape fit is loaded; the last
+    classifier convolutions (``classifier``, ``aux_classifier``) are re-initialised when the class count differs;
+    anything else that does not fit is a CheckpointError naming the file and the keys. Returns a one-line summary.
+
+    Unlike ``ckpt_path`` (which resumes the same run: optimizer, step, loader position), only weights are taken.
+    """
+    state = read_state_dict(path)
+    file_aux = any(k.startswith("aux_classifier.") for k in state)
+    before = {k: v.clone() for k, v in net.state_dict().items() if k in classifier_keys(net)}
+    reinit = load_net_weights(net, state, path, reinit_classifier=True)
+    loaded = sum(1 for k in net.state_dict() if k in state and k not in reinit)
+    line = f"init_from {path}: loaded {loaded} tensors"
+    if reinit:
+        trained, built = state[reinit[0]].shape[0], before[reinit[0]].shape[0]
+        layers = sorted({k.rsplit(".", 1)[0] for k in reinit})
+        line += f"; re-initialised {', '.join(layers)} for {built} classes (the file has {trained})"
+    if file_aux and getattr(net, "aux_classifier", None) is None:
+        line += "; the file's auxiliary head is not used (model.net.aux=false)"
+    return line
 
 
 def build_module(run_cfg: DictConfig, channels_last: bool | None = None) -> SegModule:
@@ -231,15 +256,17 @@ def load_model(
 
 
 def run_inference_defaults(run_cfg: DictConfig | None) -> dict:
-    """What ``"auto"`` inference options mean for a run: its precision, memory format and training crop."""
+    """What ``"auto"`` inference options mean for a run: its precision, memory format, training crop and the
+    input scale its validation used."""
     if run_cfg is None:
-        return {"precision": "32", "channels_last": False, "window": None}
+        return {"precision": "32", "channels_last": False, "window": None, "input_scale": 1.0}
     precision = str(OmegaConf.select(run_cfg, "trainer.precision", default="32"))
     crop = OmegaConf.select(run_cfg, "data.train_transform.crop_size", default=None)
     return {
         "precision": "bf16" if precision.startswith("bf16") else "16" if precision.startswith("16") else "32",
         "channels_last": bool(OmegaConf.select(run_cfg, "model.channels_last", default=False)),
         "window": OmegaConf.to_object(crop) if OmegaConf.is_config(crop) else crop,
+        "input_scale": float(OmegaConf.select(run_cfg, "model.input_scale", default=1.0)),
     }
 
 

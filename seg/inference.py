@@ -40,6 +40,7 @@ class InferenceConfig:
     flip: bool = False
     precision: str | None = None
     channels_last: bool = False
+    input_scale: float = 1.0  # resize the input by this factor first (a model trained on downscaled images)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once (Hydra passes ListConfig and ints)
@@ -48,6 +49,9 @@ class InferenceConfig:
         set_(self, "stride", pair(self.stride))
         set_(self, "scales", tuple(float(s) for s in self.scales))
         set_(self, "channels_last", bool(self.channels_last))
+        set_(self, "input_scale", float(self.input_scale))
+        if self.input_scale <= 0:
+            raise ValueError(f"inference.input_scale={self.input_scale}; expected a positive factor")
         if self.mode not in MODES:
             raise ValueError(f"inference.mode={self.mode!r}; expected one of {MODES}")
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -95,6 +99,8 @@ class InferenceConfig:
         text = self.mode
         if self.mode == "slide":
             text += f" {self.window[0]}x{self.window[1]}/{self.stride[0]}x{self.stride[1]}"
+        if self.input_scale != 1.0:
+            text += f" at x{self.input_scale:g}"
         if self.scales != (1.0,):
             text += f", scales {min(self.scales):g}-{max(self.scales):g}"
         return text + (" + flip" if self.flip else "")
@@ -178,10 +184,15 @@ def infer(
 
     A single view returns logits. Multi-scale / flip views average softmax probabilities, each view's logits first
     resized to ``out_size`` (default: the input size), as mmsegmentation's test-time augmentation does.
+    ``cfg.input_scale`` resizes the images first (the scale a model was trained at), views and windows then work
+    on the resized images, and the scores still come back at ``out_size``: the label is never resized.
     ``model`` must be in eval mode and return logits at its input size.
     """
     cfg = cfg or InferenceConfig()
     size = tuple(int(s) for s in (out_size if out_size is not None else images.shape[-2:]))
+    if cfg.input_scale != 1.0:
+        h, w = images.shape[-2:]
+        images = _resize(images, (max(1, int(h * cfg.input_scale + 0.5)), max(1, int(w * cfg.input_scale + 0.5))))
     h, w = images.shape[-2:]
     with torch.no_grad(), _autocast(cfg, images.device):
         if cfg.single_view:

@@ -62,10 +62,12 @@ class SegModule(LightningModule):
             ``median_freq`` / ``inverse_log`` in a config are computed from the train split by ``seg.train``.
         ignore_index: the label never scored nor trained on.
         channels_last: run the net in channels-last memory format (faster convolutions on CPU bf16 and GPUs).
+        input_scale: validation resizes each image by this factor before the net and scores at the label's full
+            resolution (``inference.input_scale``): for a model trained on downscaled images.
     """
 
     # how validation predicts: whole image (training); seg.evaluate sets sliding window / multi-scale + flip
-    inference: InferenceConfig = InferenceConfig()
+    inference: InferenceConfig
 
     def __init__(
         self,
@@ -79,12 +81,14 @@ class SegModule(LightningModule):
         class_weights: Sequence[float] | None = None,
         ignore_index: int = IGNORE_INDEX,
         channels_last: bool = True,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         # only plain numbers go into the checkpoint: it must load with weights_only=True (the run folder's
         # .hydra/config.yaml keeps the optimizer, scheduler and loss settings; class_weights.json the weights)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss", "class_weights"])
         self.net = net
+        self.inference = InferenceConfig(input_scale=input_scale)  # seg.evaluate replaces it
         self.optimizer_factory = optimizer or DEFAULT_OPTIMIZER
         self.scheduler_factory = scheduler or DEFAULT_SCHEDULER
         if isinstance(class_weights, str):

@@ -17,14 +17,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from rich.console import Console
 
 from seg.atomic import write_json_atomic
 from seg.callbacks.final_validation import FinalValidation
 from seg.callbacks.resume import ResumeState
-from seg.checkpoint import AtomicCheckpointIO, check_resume_checkpoint, safe_load
+from seg.checkpoint import AtomicCheckpointIO, check_resume_checkpoint, init_weights, safe_load
 from seg.data.base import SegmentationDataset
 from seg.data.class_weights import resolve_class_weights
-from seg.hydra_utils import entry_point, in_multirun
+from seg.hydra_utils import config_tree, entry_point, in_multirun
 from seg.metrics import metrics_report, print_report
 
 __all__ = ["main", "train"]
@@ -55,6 +56,8 @@ def check_class_count(model_cfg: DictConfig, dataset: SegmentationDataset) -> No
 
 def train(cfg: DictConfig) -> float:
     """Fit the configured model on the configured data; return ``cfg.optimized_metric``."""
+    if cfg.get("print_config") and rank_zero_only.rank == 0:
+        Console().print(config_tree(cfg))  # print_config=false turns it off
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -75,6 +78,10 @@ def train(cfg: DictConfig) -> float:
     model = instantiate(cfg.model, **({"class_weights": weights} if "class_weights" in cfg.model else {}))
     if checkpoint is not None:
         check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
+    if cfg.get("init_from"):
+        if checkpoint is not None:
+            raise ValueError("init_from and ckpt_path: choose one (ckpt_path resumes a run; init_from starts one)")
+        log.info(init_weights(model.net, cfg.init_from))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     final = FinalValidation()  # validates the final step in fit when it is no validation step of its own
     callbacks += [ResumeState(), final]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from seg.inference import InferenceConfig, infer, slide_logits, windows
 from seg.models import DeepLabV3
+from tests.helpers import compose_cfg
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,41 @@ def test_options_are_checked_and_auto_takes_the_run_defaults():
     assert cfg.describe() == "slide 96x96/64x64"
     with pytest.raises(ValueError, match="unknown inference option"):
         InferenceConfig.from_options({"scale": [1.0]})
+
+
+def test_input_scale_predicts_at_the_reduced_size_and_scores_at_the_label_size():
+    """input_scale=0.5: the net sees the image at half size; the scores come back at the label's full size, equal
+    to the half-size logits upsampled (a hand-checked case with a net that reports its input)."""
+    seen = []
+
+    def net(x):
+        seen.append(tuple(x.shape[-2:]))
+        # class 1 wins on the left half of whatever it is given, class 0 on the right
+        left = torch.zeros_like(x[:, :1])
+        left[..., : x.shape[-1] // 2] = 1.0
+        return torch.cat([-left, left], dim=1)
+
+    images = torch.randn(1, 3, 40, 60)
+    scores = infer(net, images, InferenceConfig(input_scale=0.5, precision="32"), out_size=(40, 60))
+    assert seen == [(20, 30)] and scores.shape == (1, 2, 40, 60)
+    pred = scores.argmax(1)[0]
+    # half-size columns 0-14 are class 1; full-size column x reads half-size u = (x + 0.5) / 2 - 0.5: x = 30 reads
+    # u = 14.75 (0.25 of class 1's margin left, still class 1), x = 31 reads u = 15.25 (a tie: argmax takes class 0)
+    assert (pred[:, :31] == 1).all() and (pred[:, 31:] == 0).all()
+    assert InferenceConfig(input_scale=0.5).describe() == "whole at x0.5"
+    with pytest.raises(ValueError, match="input_scale=0.0"):
+        InferenceConfig(input_scale=0)
+
+
+def test_validation_and_evaluate_share_the_input_scale(cfg_train):
+    from omegaconf import open_dict
+
+    from seg.checkpoint import run_inference_defaults
+
+    with open_dict(cfg_train):
+        cfg_train.model.input_scale = 0.5
+    module = instantiate(cfg_train.model)
+    assert module.inference.input_scale == 0.5
+    assert run_inference_defaults(cfg_train)["input_scale"] == 0.5
+    options = compose_cfg(config_name="evaluate", overrides=["ckpt_path=x"]).inference
+    assert InferenceConfig.from_options(options, run_inference_defaults(cfg_train)).input_scale == 0.5

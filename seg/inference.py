@@ -86,7 +86,10 @@ class InferenceConfig:
         def is_auto(key: str, value: object) -> bool:
             return (isinstance(value, str) and value == "auto") or (key == "precision" and value is None)
 
-        values = {k: defaults.get(k) if is_auto(k, v) else v for k, v in options.items()}
+        # "auto" without a default for that key keeps the field's own default
+        values = {
+            k: defaults[k] if is_auto(k, v) else v for k, v in options.items() if not is_auto(k, v) or k in defaults
+        }
         return cls(**values)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,16 @@ def cfg_train(tmp_path: Path, tiny_data_dir: Path) -> DictConfig:
         cfg.paths.log_dir = str(tmp_path)
         del cfg.hydra
     return cfg
+
+
+@pytest.fixture(autouse=True)
+def _no_seed_leaks():
+    """An in-process ``train()`` calls ``seed_everything``, which leaves PL_GLOBAL_SEED / PL_SEED_WORKERS in
+    ``os.environ``; the data modules of later tests would then take their seed from there. Put them back."""
+    saved = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -3,7 +3,9 @@ samples in ../shared/data where present, and the data configs and experiments th
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -23,7 +25,8 @@ from seg.data.cityscapes import (
     LABELS,
     CityscapesSegmentation,
 )
-from seg.data.io import read_index_mask, write_index_mask
+from seg.data.folder import FolderSegmentation
+from seg.data.io import read_header, read_image, read_index_mask, write_index_mask
 from seg.data.voc import VOCSegmentation, voc_colormap
 from seg.data.voc_aug import VOCAugSegmentation
 from tests.helpers import compose_cfg, needs_shared
@@ -341,3 +344,81 @@ def test_camvid_experiment_trains_on_a_fixture_tree(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and 0.0 <= metrics["pixel_acc"] <= 1.0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+# ---------------------------------------------------------------- channel order and truncated files
+
+
+RED = (255, 0, 0)  # RGB
+
+
+def _red(path: Path, size: tuple[int, int] = (W, H)) -> None:
+    """A pure red image written by PIL (which stores RGB as RGB; OpenCV would expect BGR), JPEG or PNG by suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, RED).save(path, quality=95)
+
+
+def _red_trees(root: Path) -> dict[str, object]:
+    """One tree per dataset class, each with a pure red image where an image file goes; the datasets built on them."""
+    voc = make_voc(root / "voc", {"train": ["a"], "val": ["b"]})
+    _red(voc / "JPEGImages" / "a.jpg")
+    (voc / "SegmentationClassAug").mkdir()
+    _red(voc / "JPEGImages" / "x.jpg")
+    Image.fromarray(_mask(9)).save(voc / "SegmentationClassAug" / "x.png")
+    (voc / "ImageSets/Segmentation/train_aug.txt").write_text(
+        "/JPEGImages/x.jpg /SegmentationClassAug/x.png\n/JPEGImages/a.jpg /SegmentationClassAug/a.png\n"
+    )
+    shutil.copy(voc / "SegmentationClass" / "a.png", voc / "SegmentationClassAug" / "a.png")
+    city = make_cityscapes(root / "cityscapes", "val", {"aachen_000000_000019": np.full((H, W), 7, np.uint8)})
+    _red(city / "leftImg8bit/val/aachen/aachen_000000_000019_leftImg8bit.png")
+    camvid = make_camvid(root / "camvid", "train", ["0001TP_006690"], [np.zeros((H, W), np.uint8)])
+    _red(camvid / "train" / "0001TP_006690.png")
+    folder = root / "folder"
+    for stem in ("f0", "f1", "f2", "f3", "f4"):
+        _red(folder / "images" / f"{stem}.jpg")
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((H, W), np.uint8)).save(folder / "masks" / f"{stem}.png")
+    return {
+        "voc": (VOCSegmentation(voc, "train"), "a"),
+        "voc_aug_png": (VOCAugSegmentation(voc, "train_aug"), "x"),
+        "cityscapes": (CityscapesSegmentation(root / "cityscapes", "val"), "aachen/aachen_000000_000019"),
+        "camvid": (CamVidSegmentation(root / "camvid", "train"), "0001TP_006690"),
+        "folder": (FolderSegmentation(folder, "train", classes=["bg", "fg"], val_fraction=0.2), None),
+    }
+
+
+def test_every_dataset_class_reads_a_red_image_as_red(tmp_path):
+    """RGB, not OpenCV's BGR: channel 0 of every reader's image is the red one (JPEG: within its rounding)."""
+    for name, (ds, sample_id) in _red_trees(tmp_path).items():
+        index = ds.ids.index(sample_id) if sample_id is not None else 0
+        image, _ = ds[index]  # transform=None: the untransformed (image RGB, mask) pair
+        assert image.dtype == np.uint8 and image.shape == (H, W, 3), name
+        mean = image.reshape(-1, 3).mean(axis=0)
+        assert mean[0] > 245 and mean[1] < 10 and mean[2] < 10, (name, mean.tolist())
+
+
+def test_a_jpeg_cut_short_is_named_by_the_image_reader_and_the_header_check(tmp_path, monkeypatch):
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(_image(0, 64, 80)).save(whole, quality=95)
+    data = whole.read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 9 // 10])
+    assert read_image(whole).shape == (64, 80, 3) and read_header(whole) == ((80, 64), "RGB")
+    truncated = r"cut\.jpg: truncated JPEG \(no end-of-image marker\)"
+    with pytest.raises(ValueError, match=truncated):
+        read_header(cut)  # PIL reads the header alone: only the end-of-image check sees the cut
+    with pytest.raises(ValueError, match=r"cut\.jpg: (truncated JPEG|cannot decode image)"):
+        read_image(cut)  # this OpenCV refuses the cut file itself (others decode it with only a warning)
+
+    def lenient(buf, flags):  # an OpenCV that decodes a cut JPEG with a warning: the reader's own check must catch it
+        from PIL import ImageFile
+
+        monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+        with Image.open(io.BytesIO(buf.tobytes())) as im:
+            return np.ascontiguousarray(np.asarray(im.convert("RGB"))[..., ::-1])  # BGR, as OpenCV returns
+
+    monkeypatch.setattr(cv2, "imdecode", lenient)
+    assert read_image(whole).shape == (64, 80, 3)
+    with pytest.raises(ValueError, match=truncated):
+        read_image(cut)

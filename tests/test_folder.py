@@ -214,3 +214,24 @@ def test_jpeg_orientation_tag_is_not_applied_and_is_reported(tmp_path, caplog):
         folder(root, "val", split_dir="lists").check_headers()
     tagged = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
     assert len(tagged) == 1 and "b.jpg" in tagged[0] and "a.jpg" not in tagged[0]
+
+
+def test_the_checker_reads_a_folder_dataset_and_prints_pixel_shares(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from seg.data.check import run_check
+
+    root = make_folder(tmp_path / "leaves", [f"img{i}" for i in range(5)])
+    (root / "classes.yaml").write_text("".join(f"- {{name: {c['name']}, color: {c['color']}}}\n" for c in CLASSES))
+    overrides = ["data=folder", f"data.root={root}", f"data.classes={root / 'classes.yaml'}", "data.mask_format=color",
+                 "data.ignore_color=[255,255,255]"]  # fmt: skip
+    out = io.StringIO()
+    result = run_check(compose_cfg(overrides, config_name="check"), Console(file=out, width=200))
+    assert result.ok and result.dataset == "FolderSegmentation" and result.classes == ("bg", "leaf", "spot")
+    text = out.getvalue()
+    assert "pixel frequencies" in text and "spot" in text and "5 pairs checked, OK" in text
+    # 24 x 32 masks in three 10/11/11-column bands, one ignored corner pixel each
+    pixels = result.splits["train"].pixels + result.splits["val"].pixels
+    assert pixels[:3].tolist() == [5 * (24 * 10 - 1), 5 * 24 * 11, 5 * 24 * 11] and pixels[255] == 5

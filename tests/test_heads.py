@@ -27,7 +27,7 @@ def convs(module: nn.Module, k: int | None = None) -> list[nn.Conv2d]:
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_deeplabv3plus_contract(output_stride):
     torch.manual_seed(0)
-    net = DeepLabV3Plus(5, "resnet18", output_stride, aspp_rates=(1, 2, 3), aux=True)
+    net = DeepLabV3Plus(5, "resnet18", output_stride=output_stride, aspp_rates=(1, 2, 3), aux=True)
     x = torch.randn(2, 3, 64, 48)
     out = net.train()(x)
     assert set(out) == {"out", "aux"} and out["out"].shape == out["aux"].shape == (2, 5, 64, 48)
@@ -37,7 +37,7 @@ def test_deeplabv3plus_contract(output_stride):
 
 def test_deeplabv3plus_decoder_fuses_stage1_at_stride_4():
     """Chen et al. 2018 Sec. 4.1: layer1 -> 1x1 to 48, concat with the upsampled 256-ch ASPP, two 3x3 256, 1x1."""
-    net = DeepLabV3Plus(5, "resnet18", 16, aspp_rates=(1, 2, 3)).eval()
+    net = DeepLabV3Plus(5, "resnet18", output_stride=16, aspp_rates=(1, 2, 3)).eval()
     seen = {}
     net.decoder.fuse.register_forward_hook(lambda m, i, o: seen.update(fuse_in=i[0].shape))
     net.decoder.project.register_forward_hook(lambda m, i, o: seen.update(low_in=i[0].shape, low_out=o.shape))

@@ -87,7 +87,10 @@ def test_bf16_runs_under_autocast_and_channels_last_keeps_results(net, images):
     fp32 = infer(net, images, InferenceConfig(precision="32"))
     bf16 = infer(net, images, InferenceConfig(precision="bf16"))
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # bf16 arithmetic really happened
-    assert (bf16 - fp32).abs().max() < 0.25 * fp32.abs().max()
+    # bf16 keeps 8 significant bits (0.4 % per rounding); through this ResNet-18 the largest deviation measures 1.1 %
+    # of the largest logit and the mean 0.44 % of the mean: bounds at about 3x and 2x that
+    err = (bf16 - fp32).abs()
+    assert err.max() < 0.03 * fp32.abs().max() and err.mean() < 0.01 * fp32.abs().mean()
     net_cl = DeepLabV3(num_classes=3, backbone="resnet18", output_stride=16, aux=False).eval()
     net_cl.load_state_dict(net.state_dict())
     net_cl = net_cl.to(memory_format=torch.channels_last)

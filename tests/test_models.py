@@ -153,7 +153,7 @@ def test_multi_grid_wrong_length(depth):
 
 def test_deeplab_accepts_listconfig():
     grid, rates = ListConfig([1, 2, 4]), ListConfig([6, 12])
-    model = meta(DeepLabV3, 3, "resnet50", 16, multi_grid=grid, aspp_rates=rates)
+    model = meta(DeepLabV3, 3, "resnet50", output_stride=16, multi_grid=grid, aspp_rates=rates)
     assert [convs3x3(b)[0].dilation[0] for b in model.backbone.layer4] == [2, 4, 8]
     assert [m[0].dilation[0] for m in model.classifier[0].convs[1:-1]] == [6, 12]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,9 +59,12 @@ def test_console_script_runs_and_reports_bad_input_in_one_line(tmp_path):
 def test_a_non_editable_install_trains_from_another_directory(tmp_path):
     """``pip install . --no-deps --target DIR`` (a wheel, not the source tree), then from an empty folder: the
     composed config comes from the installed package and a short training run writes its run folder."""
-    target = tmp_path / "site"
+    target, source = tmp_path / "site", tmp_path / "source"
+    # a copy of the project: building in place would leave build/ in the checkout
+    skip = shutil.ignore_patterns(".venv", ".git", "outputs", "build", "*.egg-info", "data", "__pycache__")
+    shutil.copytree(ROOT, source, ignore=skip)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT)], check=True, timeout=600)  # fmt: skip
+                    "--target", str(target), str(source)], check=True, timeout=600)  # fmt: skip
     assert (target / "seg" / "conf" / "model" / "net" / "deeplabv3.yaml").is_file()
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -3,6 +3,7 @@ CPU, safe loading of checkpoints and weight files. (Bad input: tests/test_bad_in
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -59,20 +60,53 @@ def net_state(ckpt: Path) -> dict[str, torch.Tensor]:
 # 1. resume ----------------------------------------------------------------------------------------------------------
 
 
-def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, tiny_data_dir):
+def _spy(path: Path) -> list[str]:
+    return ["+callbacks.spy._target_=tests.spies.TrainSpy", f"+callbacks.spy.out={path}"]
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["no_workers", "2_workers"])
+def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, tiny_data_dir, workers):
     """2 epochs of 6 steps; a second LastCheckpoint keeps the state at step 8 (epoch 1, batch 2) aside. Resumed from
-    it, the run ends at the same step with bit-identical weights and metrics: same batches (stateful loader, per-sample
-    augmentation seeds), same dropout draws (RNG state in the checkpoint), same best mIoU."""
+    it, the process starts from the checkpoint's weights, optimizer and schedule, runs only steps 8-11 on the very
+    batches the uninterrupted run had there (loader workers or not: the sampler position and per-sample augmentation
+    seeds are in the checkpoint), draws the same dropout (RNG state in the checkpoint) and ends at the same step with
+    bit-identical weights, metrics and best mIoU."""
     keep = ["+callbacks.mid._target_=seg.callbacks.LastCheckpoint", f"+callbacks.mid.dirpath={tmp_path}",
             "+callbacks.mid.every_n_train_steps=8", "+callbacks.mid.filename=mid.ckpt",
             "+callbacks.mid.after_validation=false"]  # fmt: skip
-    train(tiny_cfg(tiny_data_dir, tmp_path / "full", "trainer.max_epochs=2", *keep))
+    run = ["trainer.max_epochs=2", f"data.num_workers={workers}"]
+    train(tiny_cfg(tiny_data_dir, tmp_path / "full", *run, *keep, *_spy(tmp_path / "full.spy")))
     mid = safe_load(tmp_path / "mid.ckpt")
     assert mid["global_step"] == 8 and mid["epoch"] == 1  # mid-epoch: 6 steps an epoch
-    assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["_num_yielded"] == 2
+    if workers == 0:  # with workers the loader's state is laid out per worker
+        assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["_num_yielded"] == 2
 
-    train(tiny_cfg(tiny_data_dir, tmp_path / "resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'mid.ckpt'}"))
-    full, resumed = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("full", "resumed"))
+    resumed_cfg = tiny_cfg(tiny_data_dir, tmp_path / "resumed", *run, f"ckpt_path={tmp_path / 'mid.ckpt'}",
+                           *_spy(tmp_path / "resumed.spy"))  # fmt: skip
+    train(resumed_cfg)
+    spy_full, spy = (torch.load(tmp_path / f"{r}.spy", weights_only=True) for r in ("full", "resumed"))
+    # the resumed process starts where the checkpoint stopped: its weights (BatchNorm statistics included), the
+    # optimizer's momentum buffers, the schedule's position
+    start = spy["start"]
+    assert start["global_step"] == 8
+    assert _same_tensors(start["state_dict"], mid["state_dict"])
+    saved_opt, opt = mid["optimizer_states"][0], start["optimizer"]
+    assert saved_opt["state"] and opt["state"].keys() == saved_opt["state"].keys()
+    assert all(_same_tensors(opt["state"][i], saved_opt["state"][i]) for i in saved_opt["state"])
+    assert [g["lr"] for g in opt["param_groups"]] == [g["lr"] for g in saved_opt["param_groups"]]
+    assert start["scheduler_last_epoch"] == mid["lr_schedulers"][0]["last_epoch"] == 8
+    # ... and trains only the 4 remaining steps, on the batches the uninterrupted run trained on at those steps
+    assert sorted(spy["batches"]) == [8, 9, 10, 11]
+    assert spy["batches"] == {s: spy_full["batches"][s] for s in range(8, 12)}
+    with (tmp_path / "resumed" / "csv" / "metrics.csv").open() as f:
+        logged = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert logged == [8, 9, 10, 11], logged  # its first logged training step is the checkpoint's
+
+    full, resumed = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("full", "resumed"))
     assert resumed["global_step"] == full["global_step"] == 12
     assert resumed["mIoU"] == pytest.approx(full["mIoU"], abs=1e-4)
     assert resumed["mIoU_best"] == pytest.approx(full["mIoU_best"], abs=1e-4)
@@ -80,8 +114,10 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, tiny_data_dir):
     # have kept the state of the best epoch there)
     assert safe_load(tmp_path / "full/checkpoints/last.ckpt")["global_step"] == 12
     assert full["mIoU"] < full["mIoU_best"]
-    a, b = net_state(tmp_path / "full/checkpoints/last.ckpt"), net_state(tmp_path / "resumed/checkpoints/last.ckpt")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = safe_load(tmp_path / "full/checkpoints/last.ckpt"), safe_load(tmp_path / "resumed/checkpoints/last.ckpt")
+    assert _same_tensors(a["state_dict"], b["state_dict"])
+    assert all(_same_tensors(a["optimizer_states"][0]["state"][i], b["optimizer_states"][0]["state"][i])
+               for i in a["optimizer_states"][0]["state"])  # fmt: skip
 
 
 def _global_step(ckpt: Path) -> int | None:
@@ -121,6 +157,9 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path, t
     a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("full", "resumed"))
     assert b["global_step"] == a["global_step"] == 36
     assert abs(b["mIoU"] - a["mIoU"]) <= 1e-4 and abs(b["mIoU_best"] - a["mIoU_best"]) <= 1e-4
+    full_w, resumed_w = (net_state(tmp_path / r / "checkpoints" / "last.ckpt") for r in ("full", "resumed"))
+    assert full_w.keys() == resumed_w.keys()
+    assert [k for k in full_w if not torch.equal(full_w[k], resumed_w[k])] == []  # bit-identical weights
 
 
 # 2. atomic writes -----------------------------------------------------------------------------------------------------
@@ -212,6 +251,40 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "metrics.json").exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_the_checkpoint_writer_refuses_non_finite_weights_and_keeps_the_previous_file(tmp_path):
+    """AtomicCheckpointIO alone (no loss anywhere): an Inf in a BatchNorm statistic is not written."""
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    good = {"net.bn1.weight": torch.ones(4), "net.bn1.running_var": torch.ones(4), "net.bn1.num_batches_tracked":
+            torch.tensor(3)}  # fmt: skip
+    io.save_checkpoint({"state_dict": good, "global_step": 4}, path)
+    bad = {**good, "net.bn1.running_var": torch.tensor([1.0, float("inf"), 1.0, 1.0]),
+           "net.bn1.weight": torch.tensor([1.0, float("nan"), 1.0, 1.0])}  # fmt: skip
+    refused = r"the weights at global step 5 hold NaN or Inf \(net\.bn1\.weight and 1 more\); not writing .*last\.ckpt"
+    with pytest.raises(FloatingPointError, match=refused):
+        io.save_checkpoint({"state_dict": bad, "global_step": 5}, path)
+    kept = safe_load(path)
+    assert kept["global_step"] == 4 and torch.equal(kept["state_dict"]["net.bn1.running_var"], torch.ones(4))
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_run_whose_batchnorm_statistics_turn_inf_stops_at_the_checkpoint_guard(tmp_path, tiny_data_dir):
+    """A BatchNorm running_var set to +inf at the start of step 2: the loss stays finite (training normalises with the
+    batch's statistics), so only the checkpoint writer's guard can stop the run, when it saves after that step."""
+    cfg = tiny_cfg(tiny_data_dir, tmp_path, "trainer.max_epochs=1", "callbacks.last_checkpoint.every_n_train_steps=1",
+                   *_spy(tmp_path / "run.spy"), "+callbacks.spy.poison_step=2")  # fmt: skip
+    with pytest.raises(FloatingPointError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "loss is" not in message  # not the loss guard
+    assert re.search(r"^training diverged: the weights at global step 3 hold NaN or Inf \(net\.\S+\.running_var\)"
+                     r"; not writing \S+last\.ckpt", message), message  # fmt: skip
+    spy = torch.load(tmp_path / "run.spy", weights_only=True)
+    assert sorted(spy["batches"]) == [0, 1, 2]  # it stopped right after the poisoned step
+    ckpt = safe_load(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 2  # the last good state
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
 # 4. distributed on the CPU --------------------------------------------------------------------------------------------

@@ -124,6 +124,9 @@ def test_real_multirun_with_a_failing_job(tmp_path, tiny_data_dir):
            *_tiny(tiny_data_dir)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0  # Hydra re-raises the failed job's error once the batch has run
+    # ... and it is job 1's own error, with the value it refused, as the one line a bad input ends with
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "output_stride must be one of (8, 16, 32), got 7" in errors[-1], proc.stderr[-3000:]
     runs = report(sweep)
     assert [(r.name, r.overrides["model.net.output_stride"], r.status) for r in runs] == [
         ("0", "16", "ok"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from seg.train import train
 from tests.helpers import CONF_DIR, compose_cfg
@@ -134,3 +135,23 @@ def test_miou_best_is_the_logged_value_not_a_local_cache(cfg_train, tmp_path, mo
     with (tmp_path / "csv" / "metrics.csv").open() as f:
         logged = [row["val/mIoU_best"] for row in csv.DictReader(f) if row.get("val/mIoU_best")]
     assert report["mIoU_best"] == pytest.approx(float(logged[-1]), abs=1e-6) and score == report["mIoU_best"]
+
+
+def test_train_returns_the_best_validation_miou_not_the_last(cfg_train, tmp_path, monkeypatch):
+    """``train()`` returns ``optimized_metric`` = val/mIoU_best, what sweepers optimise: here the 2 validations
+    score 0.6 then 0.4 (faked), so the best (0.6) and the last (0.4, metrics.json's mIoU) differ."""
+    import seg.module
+
+    scores = iter([0.3, 0.6, 0.4])  # sanity check (forgotten at the start of training), epoch 0, epoch 1
+    real = seg.module.metrics_from_confmat
+
+    def faked(confmat):
+        return {**real(confmat), "mIoU": next(scores)}
+
+    monkeypatch.setattr(seg.module, "metrics_from_confmat", faked)
+    with open_dict(cfg_train):
+        cfg_train.trainer.max_epochs = 2
+    score = train(cfg_train)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["mIoU"] == pytest.approx(0.4) and report["mIoU_best"] == pytest.approx(0.6)
+    assert score == pytest.approx(0.6) and score == report["mIoU_best"]

@@ -1,5 +1,6 @@
-"""Lightning callback: a fixed set of validation images as image | ground truth | prediction | errors grids in
-TensorBoard, after every validation, so the masks can be watched improving (``tensorboard --logdir outputs``)."""
+"""Lightning callback: a fixed set of validation images as image | ground truth | prediction | errors grids, after
+every validation, in each active logger that shows images (TensorBoard, MLflow, W&B), so the masks can be watched
+improving (``tensorboard --logdir outputs``, ``mlflow ui --backend-store-uri outputs/mlflow``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
 from seg.inference import infer
@@ -26,8 +27,11 @@ class ValidationImageLogger(Callback):
     and log one grid image under ``tag``: a row per sample, columns image | ground truth | prediction | errors.
 
     The images are spread evenly over the validation split and predicted with the module's own inference
-    settings (those of the validation). Panels are shrunk to at most ``max_side`` px. Without a TensorBoard
-    logger it does nothing.
+    settings (those of the validation). Panels are shrunk to at most ``max_side`` px. TensorBoard gets an image
+    per step under ``tag``; MLflow an image artifact per step (``images/<tag with ~ for />+step+N...``, the step
+    slider of the run's Artifacts tab); W&B a ``wandb.Image`` under ``tag``. The column legend goes once to each
+    (TensorBoard text, MLflow ``<tag>_legend.txt``, the W&B image's caption). Without such a logger it does
+    nothing.
     """
 
     def __init__(self, num_samples: int = 4, max_side: int | None = 256, tag: str = "val/samples") -> None:
@@ -48,8 +52,8 @@ class ValidationImageLogger(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.num_samples == 0:
             return
-        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not writers:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, IMAGE_LOGGERS)]
+        if not loggers:
             return
         dataset = self._dataset(trainer)
         if dataset is None:
@@ -66,9 +70,26 @@ class ValidationImageLogger(Callback):
             pred = scores.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
             rows.append(sample_panels(image, target, pred, dataset.palette, self.max_side))
         grid = tile(rows)
-        for writer in writers:
-            if not self._legend_written:
-                legend = f"Columns: {' | '.join(PANEL_TITLES)}. {ERROR_LEGEND}."
-                writer.add_text(f"{self.tag}/legend", legend, global_step=trainer.global_step)
-            writer.add_image(self.tag, grid, global_step=trainer.global_step, dataformats="HWC")
+        legend = f"Columns: {' | '.join(PANEL_TITLES)}. {ERROR_LEGEND}."
+        for logger in loggers:
+            self._log(logger, grid, legend, trainer.global_step)
         self._legend_written = True
+
+    def _log(self, logger: Logger, grid: np.ndarray, legend: str, step: int) -> None:
+        """Send the HWC uint8 ``grid`` (and, the first time, ``legend``) to one logger."""
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment
+            if not self._legend_written:
+                writer.add_text(f"{self.tag}/legend", legend, global_step=step)
+            writer.add_image(self.tag, grid, global_step=step, dataformats="HWC")
+        elif isinstance(logger, MLFlowLogger):
+            client, run_id = logger.experiment, logger.run_id
+            if not self._legend_written:
+                client.log_text(run_id, legend, f"{self.tag}_legend.txt")
+            client.log_image(run_id, grid, key=self.tag, step=step)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(self.tag, [grid], step=step, caption=[legend])
+
+
+# the loggers ValidationImageLogger writes to
+IMAGE_LOGGERS = (TensorBoardLogger, MLFlowLogger, WandbLogger)

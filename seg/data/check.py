@@ -53,7 +53,7 @@ def _splits(cfg: DictConfig) -> list[str]:
 
 def build_datasets(cfg: DictConfig, result: CheckResult) -> dict[str, SegmentationDataset]:
     """One dataset per split, file checks deferred to the scan; set-up errors become problems."""
-    factory = instantiate(cfg.data.dataset)
+    factory = instantiate(cfg.data).dataset  # with the dataset options set at the data level (data=folder)
     datasets = {}
     for split in _splits(cfg):
         try:

@@ -61,21 +61,20 @@ class ContextNet(ResNetSegmenter):
 
     Args:
         num_classes: output channels (and the context module's width: it works on class scores).
-        backbone, output_stride: as :class:`ResNetSegmenter`.
+        backbone: as :class:`ResNetSegmenter`.
         dilations: the module's 3x3 layers' dilations (Table 1, basic: 1, 1, 2, 4, 8, 16, 1).
         aux: an FCN auxiliary head on layer3, as in every ResNet segmenter.
         supervise_front_end: also train the front end's own scores (output "front_end"), weighted by
             ``SegModule.aux_weight``.
         dropout: in the FCN score head.
         front_end_steps: optimizer steps that train the front end alone before the module joins.
-        **kwargs: ``multi_grid``, ``weights``: as :class:`ResNetSegmenter`.
+        **kwargs: ``output_stride`` (8), ``multi_grid``, ``weights``: as :class:`ResNetSegmenter`.
     """
 
     def __init__(
         self,
         num_classes: int,
         backbone: str = "resnet18",
-        output_stride: int = 8,
         *,
         dilations: Sequence[int] = BASIC_DILATIONS,
         aux: bool = False,
@@ -86,7 +85,7 @@ class ContextNet(ResNetSegmenter):
     ):
         if front_end_steps < 0:
             raise ValueError(f"front_end_steps must be >= 0, got {front_end_steps}")
-        super().__init__(num_classes, backbone, output_stride, aux=aux, **kwargs)
+        super().__init__(num_classes, backbone, aux=aux, **kwargs)
         self.classifier = FCNHead(self.backbone.channels["out"], num_classes, dropout)
         self.context = ContextModule(num_classes, tuple(dilations))
         self.supervise_front_end = supervise_front_end

@@ -18,24 +18,23 @@ class DeepLabV3(ResNetSegmenter):
 
     Args:
         num_classes: output channels.
-        backbone, output_stride: as :class:`ResNetSegmenter`.
+        backbone: as :class:`ResNetSegmenter`.
         aspp_rates: the three atrous rates of ASPP; (12, 24, 36) at output stride 8 is the paper's (6, 12, 18)
             at 16, doubled (and torchvision's).
         dropout: before the classifier (torchvision's DeepLabHead: 0.5).
-        **kwargs: ``multi_grid``, ``aux``, ``weights``: as :class:`ResNetSegmenter`.
+        **kwargs: ``output_stride`` (8), ``multi_grid``, ``aux``, ``weights``: as :class:`ResNetSegmenter`.
     """
 
     def __init__(
         self,
         num_classes: int,
         backbone: str = "resnet18",
-        output_stride: int = 8,
         *,
         aspp_rates: Sequence[int] = (12, 24, 36),
         dropout: float = 0.5,
         **kwargs: Any,
     ):
-        super().__init__(num_classes, backbone, output_stride, **kwargs)
+        super().__init__(num_classes, backbone, **kwargs)
         self.classifier = DeepLabHead(self.backbone.channels["out"], num_classes, tuple(aspp_rates), dropout=dropout)
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:

@@ -62,8 +62,8 @@ class DeepLabV3Plus(ResNetSegmenter):
         self,
         num_classes: int,
         backbone: str = "resnet18",
-        output_stride: int = 16,
         *,
+        output_stride: int = 16,
         aspp_rates: Sequence[int] = (6, 12, 18),
         aux: bool = False,
         dropout: float = 0.1,
@@ -71,7 +71,7 @@ class DeepLabV3Plus(ResNetSegmenter):
         channels: int = 256,
         **kwargs: Any,
     ):
-        super().__init__(num_classes, backbone, output_stride, aux=aux, **kwargs)
+        super().__init__(num_classes, backbone, output_stride=output_stride, aux=aux, **kwargs)
         feats = self.backbone.channels
         self.aspp = ASPP(feats["out"], tuple(aspp_rates), channels, dropout)
         self.decoder = DeepLabV3PlusDecoder(feats["low"], channels, num_classes, low_proj, channels)

@@ -1,1 +1,0 @@
-"""Analysis tools: receptive fields (theoretical, gridding, effective) and sweep reports."""

@@ -52,3 +52,12 @@ def test_model_configs_start_from_deeplabv3(name):
     assert raw.defaults[0] in ("deeplabv3", "quickstart")
     cfg = compose_cfg([f"model={name}"]).model
     assert cfg._target_ == "seg.module.SegModule" and cfg.optimizer._partial_ and cfg.scheduler._partial_
+
+
+def test_the_cpu_default_precision_is_bf16_only_where_amx_makes_it_fast():
+    from seg import cpu_precision
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    assert cpu_precision() == ("bf16-mixed" if " amx_bf16" in flags else "32-true")
+    assert compose_cfg([]).trainer.precision == cpu_precision()
+    assert compose_cfg(["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from seg import cpu_precision
 from seg.checkpoint import CheckpointError, load_model
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
@@ -23,6 +24,9 @@ from seg.train import train
 from tests.helpers import compose_cfg, fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the training default: bf16-mixed on CPUs with AMX, else 32-true (seg.cpu_precision)
+RUN_PRECISION = {"bf16-mixed": "bf16", "32-true": "32"}[cpu_precision()]
 
 
 def eval_cfg(ckpt: Path, out: Path, *overrides: str):
@@ -43,7 +47,7 @@ def test_evaluate_agrees_with_the_training_validation_in_every_mode(cfg_train, t
     run = tmp_path  # cfg_train's output folder; train() is called without Hydra, so save its config as Hydra does
     (run / ".hydra").mkdir()
     OmegaConf.save(cfg_train, run / ".hydra" / "config.yaml")
-    train(cfg_train)  # bf16-mixed + channels_last, the defaults: evaluate must follow the run's settings
+    train(cfg_train)  # the default precision + channels_last: evaluate must follow the run's settings
     trained = json.loads((run / "metrics.json").read_text())
     ckpt = run / "checkpoints" / "last.ckpt"
 
@@ -54,7 +58,7 @@ def test_evaluate_agrees_with_the_training_validation_in_every_mode(cfg_train, t
             abs(whole["per_class_iou"][name] - value) <= 1e-6  # fmt: skip
     for key in ("pixel_acc", "mean_acc", "fw_iou"):
         assert abs(whole[key] - trained[key]) <= 1e-6, key
-    assert whole["precision"] == "bf16" and whole["images"] == 5 and whole["split"] == "val"
+    assert whole["precision"] == RUN_PRECISION and whole["images"] == 5 and whole["split"] == "val"
     cm = np.array(whole["confusion_matrix"])
     assert cm.shape == (5, 5) and cm.sum() == whole["pixels"] == labelled_pixels(tiny_data_dir)
     png = (tmp_path / "whole" / "confusion_matrix.png").read_bytes()
@@ -107,10 +111,10 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
 
 
 def test_inference_precision_null_means_the_runs_precision(cfg_train, tmp_path):
-    """inference.precision=null is valid (InferenceConfig) and means auto: the run's bf16-mixed, as with auto."""
+    """inference.precision=null is valid (InferenceConfig) and means auto: the run's precision, as with auto."""
     ckpt = fake_run(cfg_train, tmp_path / "run")
     report = evaluate(eval_cfg(ckpt, tmp_path / "eval", "inference.precision=null"))
-    assert report["precision"] == "bf16" and 0.0 <= report["mIoU"] <= 1.0
+    assert report["precision"] == RUN_PRECISION and 0.0 <= report["mIoU"] <= 1.0
 
 
 def test_module_has_no_confusion_matrix_before_validating(cfg_train):

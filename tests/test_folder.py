@@ -235,3 +235,13 @@ def test_the_checker_reads_a_folder_dataset_and_prints_pixel_shares(tmp_path):
     # 24 x 32 masks in three 10/11/11-column bands, one ignored corner pixel each
     pixels = result.splits["train"].pixels + result.splits["val"].pixels
     assert pixels[:3].tolist() == [5 * (24 * 10 - 1), 5 * 24 * 11, 5 * 24 * 11] and pixels[255] == 5
+
+
+def test_a_jpeg_with_data_after_its_end_marker_is_not_called_truncated(tmp_path):
+    """Phones append data after a JPEG's end-of-image marker (motion photos): a complete image, read as one."""
+    root = make_folder(tmp_path / "trailer", ["a", "b", "c"])
+    path = root / "images" / "a.jpg"
+    path.write_bytes(path.read_bytes() + b"\x00" * 64)
+    assert read_image(path).shape == (24, 32, 3)
+    folder(root, "train", val_fraction=0.34).check_headers()
+    folder(root, "val", val_fraction=0.34).check_headers()

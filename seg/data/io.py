@@ -8,6 +8,7 @@ finds the files that carry such a tag, for a warning.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,12 @@ JPEG_END = b"\xff\xd9"  # end-of-image marker
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk that closes every PNG
 
 
+def _jpeg_ends(tail: bytes, whole: Callable[[], bytes]) -> bool:
+    """Whether a JPEG has its end-of-image marker: at the end (the fast, usual case) or before trailing data that
+    some cameras append (phones' motion photos, maker trailers), found by reading the whole file."""
+    return JPEG_END in tail or JPEG_END in whole()
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to uint8 HxWx3 RGB; a missing, unreadable or truncated file raises naming it."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
@@ -32,7 +39,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"{path}: cannot decode image (corrupt or not an image file)")
     # OpenCV 4.x decodes a truncated JPEG with only a warning: check the end-of-image marker ourselves
-    if data[:2].tobytes() == b"\xff\xd8" and JPEG_END not in data[-16:].tobytes():
+    if data[:2].tobytes() == b"\xff\xd8" and not _jpeg_ends(data[-16:].tobytes(), lambda: data.tobytes()):
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
@@ -74,7 +81,7 @@ def read_header(path: str | Path, what: str = "image") -> tuple[tuple[int, int],
         raise FileNotFoundError(f"{path}: {what} file does not exist") from None
     except (OSError, SyntaxError, ValueError):  # PIL's UnidentifiedImageError is an OSError
         raise ValueError(f"{path}: cannot decode {what} (corrupt or not an image file)") from None
-    if fmt == "JPEG" and JPEG_END not in tail:
+    if fmt == "JPEG" and not _jpeg_ends(tail, lambda: Path(path).read_bytes()):
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
     if fmt == "PNG" and PNG_END not in tail:
         raise ValueError(f"{path}: truncated PNG (no IEND chunk at the end)")

@@ -17,7 +17,7 @@ from PIL import Image
 from seg.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVidSegmentation
 from seg.data.folder import FolderSegmentation, load_classes
 from seg.data.io import read_image
-from tests.helpers import compose_cfg, needs_shared
+from tests.helpers import TINY, compose_cfg, needs_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [
@@ -188,7 +188,9 @@ def test_ade20k_layout_reads_and_its_recipe_composes(tmp_path):
 
 
 def test_num_classes_mismatch_is_one_line_before_the_model_is_built(tmp_path, tiny_data_dir):
-    cmd = [sys.executable, "-m", "seg.train", f"data.root={tiny_data_dir}", "model.net.num_classes=7",
+    # the tiny tree's own generator settings: other settings would regenerate the shared tree for later tests
+    prepare = [f"data.prepare.{k}={v}" for k, v in TINY.items()]
+    cmd = [sys.executable, "-m", "seg.train", f"data.root={tiny_data_dir}", *prepare, "model.net.num_classes=7",
            "trainer.max_steps=1", f"hydra.run.dir={tmp_path}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr

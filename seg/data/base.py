@@ -161,9 +161,10 @@ class SegmentationDataset:
         sample is loaded; ``python -m seg.data.check`` decodes and lists everything.
         """
         problems: list[Exception] = []
+        rotated: list[Path] = []
         for image_path, mask_path in self.files:
             try:
-                image_size, _ = read_header(image_path, "image")
+                image_size, _ = read_header(image_path, "image", tagged=rotated)
                 if mask_path.suffix.lower() == ".png":  # other formats (SBD's .mat) are checked when loaded
                     mask_size, mode = read_header(mask_path, "mask")
                     if self.index_masks:
@@ -175,7 +176,7 @@ class SegmentationDataset:
         if problems:
             more = f" (and {len(problems) - 1} more; python -m seg.data.check lists them)" if len(problems) > 1 else ""
             raise type(problems[0])(f"{problems[0]}{more}")
-        warn_orientation_tags([image for image, _ in self.files])
+        warn_orientation_tags([], tagged=rotated)  # found while reading the headers: no second pass
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Checked untransformed pair (image uint8 HxWx3 RGB, mask uint8 HxW); bad files raise by name."""

@@ -65,7 +65,7 @@ def check_index_mode(path: str | Path, mode: str) -> None:
         )
 
 
-def read_header(path: str | Path, what: str = "image") -> tuple[tuple[int, int], str]:
+def read_header(path: str | Path, what: str = "image", tagged: list[Path] | None = None) -> tuple[tuple[int, int], str]:
     """``((width, height), mode)`` of an image file from its header alone, nothing decoded (~0.1 ms).
 
     Also checks that a JPEG or PNG file is complete (its end marker is there). Raises naming the file and
@@ -75,6 +75,8 @@ def read_header(path: str | Path, what: str = "image") -> tuple[tuple[int, int],
         with open(path, "rb") as f:
             with Image.open(f) as im:
                 size, mode, fmt = im.size, im.mode, im.format
+                if tagged is not None and fmt == "JPEG" and int(im.getexif().get(EXIF_ORIENTATION, 1)) not in (0, 1):
+                    tagged.append(Path(path))  # for one warning naming the rotated files
             f.seek(max(f.seek(0, 2) - 16, 0))
             tail = f.read()
     except FileNotFoundError:
@@ -97,9 +99,11 @@ def orientation_tagged(path: str | Path) -> bool:
         return False
 
 
-def warn_orientation_tags(paths: list[Path], show: int = 3) -> list[Path]:
-    """Log one warning naming the JPEGs of ``paths`` that carry an EXIF orientation tag; return them."""
-    tagged = [p for p in paths if Path(p).suffix.lower() in (".jpg", ".jpeg") and orientation_tagged(p)]
+def warn_orientation_tags(paths: list[Path], show: int = 3, tagged: list[Path] | None = None) -> list[Path]:
+    """Log one warning naming the JPEGs of ``paths`` that carry an EXIF orientation tag (or, when the caller has
+    already found them while reading headers, those in ``tagged``); return them."""
+    if tagged is None:
+        tagged = [p for p in paths if Path(p).suffix.lower() in (".jpg", ".jpeg") and orientation_tagged(p)]
     if tagged:
         names = ", ".join(str(p) for p in tagged[:show]) + (
             f" and {len(tagged) - show} more" if len(tagged) > show else ""

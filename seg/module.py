@@ -4,6 +4,7 @@ confusion-matrix metrics."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -116,6 +117,7 @@ class SegModule(LightningModule):
 
     def on_train_start(self) -> None:
         self.val_miou_best.reset()  # forget the sanity-check validation
+        self._train_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -159,8 +161,19 @@ class SegModule(LightningModule):
         for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou"):
             self.log(f"val/{key}", metrics[key], prog_bar=key == "mIoU")
         self.log("val/mIoU_best", self.val_miou_best.compute())
+        for name, iou in zip(self._class_names(), metrics["per_class_iou"].tolist(), strict=True):
+            self.log(f"val/IoU/{name}", iou)  # NaN for a class absent from labels and predictions
+        if getattr(self, "_train_start", None) is not None:  # learning curves against wall time (metrics.csv)
+            self.log("time/train_s", time.perf_counter() - self._train_start)
         self.last_val_metrics = metrics
         self.last_val_confmat = confmat.cpu()
+
+    def _class_names(self) -> list[str]:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        try:
+            return list(datamodule.class_names)
+        except AttributeError:  # no datamodule (a plain dataloader) or not set up
+            return [str(i) for i in range(self.hparams.num_classes)]
 
     def configure_optimizers(self):
         backbone = getattr(self.net, "backbone", None)

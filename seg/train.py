@@ -113,6 +113,7 @@ def train(cfg: DictConfig) -> float:
             epoch=trainer.current_epoch,
             global_step=trainer.global_step,
             train_wall_s=round(wall, 1),
+            pixels=int(model.last_val_confmat.sum()),  # labelled pixels scored: each val image exactly once
         )
         write_json_atomic(out_dir / "metrics.json", report)
         print_report(report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")

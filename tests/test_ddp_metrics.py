@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch.distributed
 from omegaconf import open_dict
 
@@ -38,3 +42,25 @@ def test_two_processes_count_every_image_exactly_once(cfg_train, tmp_path, tiny_
     for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou"):
         assert ddp[key] == single[key], key
     assert (np.array(single["confusion_matrix"]).sum(axis=0) > 0).sum() > 1  # not a constant prediction
+
+
+@pytest.mark.slow
+def test_evaluate_with_the_ddp_strategy_as_documented(cfg_train, tmp_path, tiny_data_dir):
+    """`seg-evaluate trainer.devices=2 trainer.strategy=ddp` (the README's command: Lightning re-launches the script
+    for rank 1) scores every val image once and gives the single-process confusion matrix."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    reports = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp")):
+        out = tmp_path / f"devices{devices}"
+        cmd = [sys.executable, "-m", "seg.evaluate", f"ckpt_path={ckpt}", f"trainer.devices={devices}",
+               f"trainer.strategy={strategy}", "trainer.enable_progress_bar=false", "batch_size=1",
+               "inference.precision=32", f"hydra.run.dir={out}"]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports[devices] = json.loads((out / "metrics.json").read_text())
+    single, ddp = reports[1], reports[2]
+    val = SyntheticShapes(tiny_data_dir, "val")
+    labelled = sum(int((val.load(i)[1] != 255).sum()) for i in range(len(val)))
+    assert ddp["pixels"] == labelled == single["pixels"]  # 5 images on 2 processes: none scored twice
+    assert ddp["confusion_matrix"] == single["confusion_matrix"]
+    assert ddp["mIoU"] == single["mIoU"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from seg.analysis.sweep import main, report
+from seg.analysis.sweep import aggregate, find_runs, main, plot, report, swept_keys
 from tests.helpers import TINY, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,137 @@ def test_report_with_several_swept_keys_and_a_cli(sweep, tmp_path, capsys):
     assert "| 12 | 8 | [1,2] | 0.8000 |" in out
     assert "7 runs (3 failed or unfinished)" in out
     assert (tmp_path / "report" / "sweep_report.png").is_file()
+
+
+@pytest.fixture
+def seeded(tmp_path) -> Path:
+    """2 configurations x 3 seeds; the third seed of output stride 8 failed."""
+    root = tmp_path / "seeded"
+    fixed = "+experiment=dilation_sweep"
+    values = {"16": [0.40, 0.42, 0.44], "8": [0.50, 0.56, None]}
+    for i, (stride, seed) in enumerate((s, seed) for s in values for seed in (1, 2, 3)):
+        miou = values[stride][seed - 1]
+        status = {"status": "completed"} if miou is not None else {"status": "failed", "error": "RuntimeError: OOM"}
+        make_run(root, str(i), [fixed, f"model.net.output_stride={stride}", f"seed={seed}"], miou, status)
+    return root
+
+
+def test_aggregate_over_seeds(seeded):
+    """Mean and sample std (ddof=1) per configuration, by hand: [0.40, 0.42, 0.44] -> 0.42 ± 0.02; [0.50, 0.56]
+    -> 0.53 ± 0.03 * sqrt(2) = 0.0424264; train_wall_s = 100 (1 + mIoU), mIoU_best = mIoU + 0.01."""
+    runs = find_runs(seeded)
+    assert swept_keys(runs) == ["model.net.output_stride", "seed"]
+    os8, os16 = aggregate(runs, ["model.net.output_stride"])  # best mean mIoU first
+    assert os8.values == {"model.net.output_stride": "8"} and os16.values == {"model.net.output_stride": "16"}
+    assert (os8.n, os8.n_failed, os16.n, os16.n_failed) == (2, 1, 3, 0)
+    assert os16.miou_mean == pytest.approx(0.42) and os16.miou_std == pytest.approx(0.02)
+    assert (os16.miou_min, os16.miou_max) == (0.40, 0.44)
+    assert os16.miou_best_mean == pytest.approx(0.43) and os16.miou_best_std == pytest.approx(0.02)
+    assert os16.train_wall_s_mean == pytest.approx(142.0) and os16.train_wall_s_std == pytest.approx(2.0)
+    assert os8.miou_mean == pytest.approx(0.53) and os8.miou_std == pytest.approx(0.0424264, abs=1e-7)
+    assert (os8.miou_min, os8.miou_max) == (0.50, 0.56)
+    assert os8.train_wall_s_mean == pytest.approx(153.0) and os8.train_wall_s_std == pytest.approx(4.242641, abs=1e-6)
+    assert sorted(os8.seed_mious) == [0.50, 0.56]
+
+
+def test_aggregate_single_seed_and_all_failed(tmp_path):
+    """One finished seed: a mean but no std (NaN, "-" in the table); no finished seed: NaN mean, listed last."""
+    root = tmp_path / "sweep"
+    make_run(root, "0", ["model.net.output_stride=32", "seed=1"], None, {"status": "failed", "error": "x"})
+    make_run(root, "1", ["model.net.output_stride=16", "seed=1"], 0.3)
+    make_run(root, "2", ["model.net.output_stride=16", "seed=2"], None, {"status": "running", "pid": 1})
+    one, none = aggregate(find_runs(root), ["model.net.output_stride"])
+    assert (one.values["model.net.output_stride"], one.n, one.n_failed) == ("16", 1, 1)
+    assert one.miou_mean == 0.3 and math.isnan(one.miou_std) and math.isnan(one.train_wall_s_std)
+    assert (none.values["model.net.output_stride"], none.n, none.n_failed) == ("32", 0, 1)
+    assert math.isnan(none.miou_mean) and math.isnan(none.miou_min)
+    report(root)
+    md = (root / "sweep_report.md").read_text()
+    assert "| 16 | 1 | 1 | 0.3000 ± - | 0.3100 ± - | 0.3000 | 0.3000 | 130.0 ± - |" in md
+    assert "| 32 | 0 | 1 | - | - | - | - | - |" in md
+
+
+def test_report_over_seeds_writes_the_table_per_configuration(seeded, capsys):
+    runs = report(seeded)
+    md = (seeded / "sweep_report.md").read_text().splitlines()
+    assert md[0] == "## Per configuration, over seeds"
+    assert md[2] == (
+        "| model.net.output_stride | seeds | failed | mIoU | best mIoU | min mIoU | max mIoU | train wall (s) |"
+    )
+    assert md[4] == "| 8 | 2 | 1 | 0.5300 ± 0.0424 | 0.5400 ± 0.0424 | 0.5000 | 0.5600 | 153.0 ± 4.2 |"
+    assert md[5] == "| 16 | 3 | 0 | 0.4200 ± 0.0200 | 0.4300 ± 0.0200 | 0.4000 | 0.4400 | 142.0 ± 2.0 |"
+    per_run = md.index("## Per run")  # the per-run table, below, with the seed as a column
+    assert per_run > 5 and md[per_run + 2].startswith("| run | model.net.output_stride | seed | mIoU |")
+    assert md[per_run + 4] == "| 4 | 8 | 2 | 0.5600 | 0.5700 | 0.9000 | 250 | 156.0 | ok |"
+    assert md[-1] == "| 5 | 8 | 3 |  |  |  |  |  | failed: RuntimeError: OOM |"
+    with (seeded / "sweep_report_configs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [
+        "model.net.output_stride", "n", "n_failed", "miou_mean", "miou_std", "miou_min", "miou_max",
+        "miou_best_mean", "miou_best_std", "train_wall_s_mean", "train_wall_s_std",
+    ]  # fmt: skip
+    assert [(r["model.net.output_stride"], r["n"], r["n_failed"]) for r in rows] == [("8", "2", "1"), ("16", "3", "0")]
+    assert float(rows[1]["miou_mean"]) == pytest.approx(0.42) and float(rows[1]["miou_std"]) == pytest.approx(0.02)
+    assert float(rows[0]["miou_std"]) == pytest.approx(0.0424264, abs=1e-7)
+    assert float(rows[0]["train_wall_s_mean"]) == pytest.approx(153.0)
+    assert (seeded / "sweep_report.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(runs) == 6
+    main([str(seeded)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "## Per configuration, over seeds" and out[4] == md[4]  # the grouped table first
+    assert out[-1].endswith("sweep_report_configs.csv") and out[-1].startswith("6 runs (1 failed or unfinished)")
+
+
+def test_plot_over_seeds_shows_means_error_bars_and_each_seed(seeded):
+    runs = find_runs(seeded)
+    fig = plot(runs, swept_keys(runs))
+    ax, ax_t = fig.axes
+    # one numeric key: mean ± std as points over the output stride, sorted by it, and each seed as a black dot
+    (means,) = ax.containers
+    assert list(means.lines[0].get_xdata()) == [8.0, 16.0]
+    assert means.lines[0].get_ydata() == pytest.approx([0.53, 0.42])
+    dots = [line for line in ax.lines if line.get_marker() == "." and line.get_color() == "k"]
+    assert sorted(y for line in dots for y in line.get_ydata()) == [0.40, 0.42, 0.44, 0.50, 0.56]
+    assert "1 failed" in [t.get_text() for t in ax.texts]
+    # right panel: mean mIoU against mean wall time, with std error bars in both directions, labelled
+    points = sorted((c.lines[0].get_xdata()[0], c.lines[0].get_ydata()[0]) for c in ax_t.containers)
+    assert points == [pytest.approx((142.0, 0.42)), pytest.approx((153.0, 0.53))]
+    assert all(c.has_xerr and c.has_yerr for c in ax_t.containers)
+    assert sorted(t.get_text() for t in ax_t.texts) == ["16", "8"]
+
+
+def test_plot_over_seeds_with_categorical_configurations(tmp_path):
+    """Several swept keys besides the seed: one bar per configuration at its mean, best first."""
+    root = tmp_path / "sweep"
+    for i, (dilation, grid, seed, miou) in enumerate(
+        [("os8", "[1,2]", 1, 0.6), ("os8", "[1,2]", 2, 0.7), ("os16", "null", 1, 0.3), ("os16", "null", 2, 0.5)]
+    ):
+        make_run(root, str(i), [f"+model/dilation={dilation}", f"model.net.multi_grid={grid}", f"seed={seed}"], miou)
+    runs = find_runs(root)
+    ax, _ = plot(runs, swept_keys(runs)).axes
+    assert [p.get_height() for p in ax.patches] == pytest.approx([0.65, 0.4])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["model/dilation=os8\nmulti_grid=[1,2]\n(n=2)",
+                                                            "model/dilation=os16\nmulti_grid=null\n(n=2)"]  # fmt: skip
+
+
+def test_report_without_varying_seed_has_no_table_per_configuration(tmp_path):
+    """A seed that is the same in every run is no repetition: only the per-run table, no grouped table or CSV."""
+    root = tmp_path / "sweep"
+    make_run(root, "0", ["model.net.output_stride=16", "seed=7"], 0.4)
+    make_run(root, "1", ["model.net.output_stride=8", "seed=7"], 0.5)
+    make_run(root, "2", ["model.net.output_stride=16", "seed=7"], None, {"status": "failed", "error": "x"})
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "sweep_report_configs.csv").write_text("stale")  # from a report of an earlier, seeded sweep
+    report(root, out)
+    md = (out / "sweep_report.md").read_text().splitlines()
+    assert md[0] == "| run | model.net.output_stride | mIoU | best mIoU | pixel acc | steps | train wall (s) | status |"
+    assert len(md) == 5 and not any("±" in line or "Per configuration" in line for line in md)
+    assert not (out / "sweep_report_configs.csv").exists()
+    runs = find_runs(root)
+    ax, ax_t = plot(runs, swept_keys(runs)).axes  # one point per run, no error bars
+    assert not ax.containers and not ax_t.containers
+    assert ax.get_title() == "mIoU per configuration (1 failed or unfinished)"
 
 
 def test_missing_sweep_folder_is_a_clear_error(tmp_path):

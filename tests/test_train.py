@@ -76,7 +76,8 @@ def test_training_actually_learns(cfg_train):
 
 @pytest.mark.slow
 def test_quickstart_reaches_its_documented_miou(tmp_path):
-    """The full default run (about 4 minutes here) reaches the README's val mIoU >= 0.70 on fresh data."""
+    """The full default run reaches the README's val mIoU (0.836) on fresh data, less a stated margin of 0.05 for
+    run-to-run spread (fresh-clone runs in docs/results.md: 0.836 to 0.889, bf16 and fp32)."""
     from omegaconf import open_dict
 
     cfg = compose_cfg([f"paths.data_dir={tmp_path / 'data'}", "~callbacks.progress_bar"])
@@ -85,7 +86,8 @@ def test_quickstart_reaches_its_documented_miou(tmp_path):
         del cfg.hydra
     train(cfg)
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert report["mIoU"] >= 0.70, report
+    documented, margin = 0.836, 0.05
+    assert report["mIoU"] >= documented - margin, report
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,17 @@
 """Sweep report: ``python -m seg.analysis.sweep <sweep folder>``.
 
 Collects every run's overrides (``.hydra/overrides.yaml``), ``metrics.json`` and ``job_status.json`` under a
-Hydra multirun folder (basic, Optuna or submitit) into ``sweep_report.csv`` and ``sweep_report.md`` (sorted by
-mIoU, failed and unfinished runs listed last with their reason) and ``sweep_report.png`` (mIoU against the
-swept values, and against training wall time).
-"""
+Hydra multirun folder (basic, Optuna or submitit) and writes
+
+- ``sweep_report.csv``: every run's overrides, metrics and per-class IoU, one row per run;
+- ``sweep_report.md``: a table of the runs sorted by mIoU, failed and unfinished runs listed last with their reason;
+- ``sweep_report.png``: mIoU against the swept values (left) and against training wall time (right).
+
+When the sweep repeats configurations with several seeds (the override ``seed`` varies), the finished runs are
+also grouped by the other swept keys: ``sweep_report.md`` then starts with a table "per configuration, over seeds"
+(number of seeds, mean ± sample std of final and best mIoU and of training wall time, min and max mIoU, and the
+number of failed or unfinished runs, best mean mIoU first) above the per-run table, the same numbers go to
+``sweep_report_configs.csv``, and the plot shows means with std error bars and each seed's value as a dot."""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +31,7 @@ from seg.callbacks.job_status import STATUS_FILE
 
 METRICS = ("mIoU", "mIoU_best", "pixel_acc", "mean_acc", "fw_iou", "global_step", "epoch", "train_wall_s")
 REPORT = "sweep_report"
+SEED = "seed"  # the override key whose runs are repeats of one configuration
 
 
 @dataclass
@@ -102,6 +111,71 @@ def sort_runs(runs: Sequence[Run]) -> list[Run]:
     return sorted(runs, key=lambda r: (order[r.status], -r.miou if not math.isnan(r.miou) else math.inf))
 
 
+@dataclass
+class ConfigSummary:
+    """One configuration (the swept values but the seed) over its seeds: finished runs averaged, others counted."""
+
+    values: dict[str, str]
+    n: int  # finished ("ok") runs
+    n_failed: int  # failed or unfinished runs
+    miou_mean: float
+    miou_std: float  # sample std (ddof=1), NaN for fewer than two seeds
+    miou_min: float
+    miou_max: float
+    miou_best_mean: float
+    miou_best_std: float
+    train_wall_s_mean: float
+    train_wall_s_std: float
+    runs: list[Run] = field(default_factory=list, repr=False)
+
+    @property
+    def seed_mious(self) -> list[float]:
+        """Final mIoU of each finished seed."""
+        return [r.miou for r in self.runs if r.status == "ok" and not math.isnan(r.miou)]
+
+
+def seeds_vary(runs: Sequence[Run]) -> bool:
+    """Whether the runs differ in their `seed` override, i.e. repeat configurations with several seeds."""
+    return len({r.overrides.get(SEED) for r in runs}) > 1
+
+
+def config_keys(keys: Sequence[str]) -> list[str]:
+    """The swept keys that make a configuration: all but the seed."""
+    return [k for k in keys if k != SEED]
+
+
+def _numbers(runs: Sequence[Run], metric: str) -> list[float]:
+    values = (r.metrics.get(metric) for r in runs)
+    return [float(v) for v in values if isinstance(v, int | float) and not math.isnan(v)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _summarize(values: dict[str, str], runs: list[Run]) -> ConfigSummary:
+    ok = [r for r in runs if r.status == "ok"]
+    miou, best, wall = (_numbers(ok, m) for m in ("mIoU", "mIoU_best", "train_wall_s"))
+    return ConfigSummary(
+        values, len(ok), len(runs) - len(ok), _mean(miou), _std(miou), min(miou, default=math.nan),
+        max(miou, default=math.nan), _mean(best), _std(best), _mean(wall), _std(wall), runs,
+    )  # fmt: skip
+
+
+def aggregate(runs: Sequence[Run], keys: Sequence[str]) -> list[ConfigSummary]:
+    """Group `runs` by their values of `keys` (the swept keys but the seed) into configurations, best mean mIoU
+    first (configurations without a finished run last); failed and unfinished runs are counted, not averaged."""
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r.overrides.get(k, "") for k in keys), []).append(r)
+    summaries = [_summarize(dict(zip(keys, values, strict=True)), rs) for values, rs in groups.items()]
+    return sorted(summaries, key=lambda s: -s.miou_mean if not math.isnan(s.miou_mean) else math.inf)
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return ""
@@ -141,11 +215,63 @@ def to_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _label(run: Run, keys: Sequence[str]) -> str:
-    """The run's swept values: the bare value for one key, "key=value" lines (last key part) for several."""
+def _fmt_pm(mean: float, std: float, digits: int = 4) -> str:
+    """ "mean ± std"; "-" for a missing mean or std (no finished run, a single seed)."""
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f} ± " + ("-" if math.isnan(std) else f"{std:.{digits}f}")
+
+
+def configs_to_markdown(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> str:
+    """The table per configuration, over seeds: seeds, mean ± std of mIoU (final, best) and wall time, min, max."""
+    header = [*keys, "seeds", "failed", "mIoU", "best mIoU", "min mIoU", "max mIoU", "train wall (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---:|" * 7]
+    for s in summaries:
+        cells = [*(s.values[k] for k in keys), str(s.n), str(s.n_failed)]
+        cells += [_fmt_pm(s.miou_mean, s.miou_std), _fmt_pm(s.miou_best_mean, s.miou_best_std)]
+        cells += [_fmt(s.miou_min).replace("nan", "-"), _fmt(s.miou_max).replace("nan", "-")]
+        cells.append(_fmt_pm(s.train_wall_s_mean, s.train_wall_s_std, digits=1))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
+    """The per-run table; when seeds vary, below the table per configuration, over seeds."""
+    if not seeds_vary(runs):
+        return to_markdown(runs, keys)
+    cfg = config_keys(keys)
+    return (
+        f"## Per configuration, over seeds\n\n{configs_to_markdown(aggregate(runs, cfg), cfg)}\n\n"
+        f"## Per run\n\n{to_markdown(runs, keys)}"
+    )
+
+
+CONFIG_COLUMNS = ("n", "n_failed", "miou_mean", "miou_std", "miou_min", "miou_max", "miou_best_mean",
+                  "miou_best_std", "train_wall_s_mean", "train_wall_s_std")  # fmt: skip
+
+
+def write_configs_csv(summaries: Sequence[ConfigSummary], keys: Sequence[str], path: Path) -> None:
+    """The numbers per configuration, one row per configuration; NaN (no finished run, a single seed) left empty."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*keys, *CONFIG_COLUMNS])
+        for s in summaries:
+            numbers = (getattr(s, c) for c in CONFIG_COLUMNS)
+            writer.writerow([*(s.values[k] for k in keys), *("" if math.isnan(v) else v for v in numbers)])
+
+
+def _values_label(values: dict[str, str], keys: Sequence[str]) -> str:
+    """Swept values: the bare value for one key, "key=value" lines (last key part) for several."""
+    if not keys:
+        return "all runs"
     if len(keys) == 1:
-        return run.overrides.get(keys[0], "")
-    return "\n".join(f"{k.rsplit('.', 1)[-1]}={run.overrides.get(k, '')}" for k in keys)
+        return values.get(keys[0], "")
+    return "\n".join(f"{k.rsplit('.', 1)[-1]}={values.get(k, '')}" for k in keys)
+
+
+def _label(run: Run, keys: Sequence[str]) -> str:
+    """The run's swept values (see _values_label)."""
+    return _values_label(run.overrides, keys)
 
 
 def _number(text: str) -> float | None:
@@ -156,7 +282,11 @@ def _number(text: str) -> float | None:
 
 
 def plot(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
-    """mIoU against the swept values (left) and against training wall time (right); failed runs marked."""
+    """mIoU against the swept values (left) and against training wall time (right); failed runs marked. When seeds
+    vary: per configuration, the mean over seeds with std error bars and each seed as a dot (see plot_configs)."""
+    if seeds_vary(runs):
+        cfg = config_keys(keys)
+        return plot_configs(aggregate(runs, cfg), cfg)
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax, ax_t = fig.subplots(1, 2, width_ratios=[3, 2])
     numeric = len(keys) == 1 and all(_number(r.overrides.get(keys[0])) is not None for r in runs)
@@ -200,8 +330,73 @@ def plot(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
     return fig
 
 
+def _or0(value: float) -> float:
+    """An error bar's length: 0 for a missing std (a single seed)."""
+    return 0.0 if math.isnan(value) else value
+
+
+def _seed_dots(ax, x: float, summary: ConfigSummary, first: bool) -> None:
+    mious = summary.seed_mious
+    ax.plot([x] * len(mious), mious, "k.", ms=6, zorder=3, label="one seed" if first else None)
+
+
+def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Figure:
+    """Per configuration over seeds: mean final mIoU ± std with each seed as a black dot (left; points over a single
+    numeric key, else bars), and mean mIoU against mean training wall time, std error bars both ways (right)."""
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    ax, ax_t = fig.subplots(1, 2, width_ratios=[3, 2])
+    numeric = len(keys) == 1 and all(_number(s.values[keys[0]]) is not None for s in summaries)
+    if numeric:
+        pts = sorted(((_number(s.values[keys[0]]), s) for s in summaries), key=lambda t: t[0])
+        done = [(x, s) for x, s in pts if s.n]
+        ax.errorbar([x for x, _ in done], [s.miou_mean for _, s in done], yerr=[_or0(s.miou_std) for _, s in done],
+                    fmt="o-", capsize=4, label="mIoU (final), mean ± std")  # fmt: skip
+        ax.plot([x for x, _ in done], [s.miou_best_mean for _, s in done], "s--", label="best (mean)")
+        for i, (x, s) in enumerate(done):
+            _seed_dots(ax, x, s, i == 0)
+        for x, s in pts:
+            if s.n_failed:
+                ax.plot(x, 0, "rx")
+                ax.annotate(f"{s.n_failed} failed", (x, 0), color="red", fontsize=8)
+        ax.set_xlabel(keys[0])
+        ax.legend()
+    else:
+        xs = range(len(summaries))
+        means = [_or0(s.miou_mean) for s in summaries]
+        ax.bar(xs, means, yerr=[_or0(s.miou_std) for s in summaries], capsize=4, color="tab:blue",
+               label="mIoU (final), mean ± std")  # fmt: skip
+        ax.plot(xs, [s.miou_best_mean for s in summaries], "k_", ms=20, mew=2, label="best mIoU (mean)")
+        for x, s in zip(xs, summaries, strict=True):
+            _seed_dots(ax, x, s, x == 0)
+            if s.n:
+                top = max([s.miou_mean + _or0(s.miou_std), *s.seed_mious])
+                ax.annotate(f"{s.miou_mean:.3f}", (x, top + 0.01), ha="center", va="bottom", fontsize=8)
+            if s.n_failed:
+                ax.annotate(f"{s.n_failed} failed", (x, 0.05), ha="center", va="bottom", color="red", rotation=90)
+        labels = [_values_label(s.values, keys) + f"\n(n={s.n})" for s in summaries]
+        ax.set_xticks(list(xs), labels, fontsize=8, rotation=20 if len(keys) > 1 else 0)
+        ax.set_xlabel(keys[0] if len(keys) == 1 else "configuration")
+        ax.legend(loc="upper right")
+    ax.set_ylabel("val mIoU")
+    ax.set_ylim(0, 1.1)
+    bad = sum(s.n_failed for s in summaries)
+    ax.set_title("mIoU per configuration, over seeds" + (f" ({bad} failed or unfinished)" if bad else ""))
+    for s in summaries:
+        if s.n and not math.isnan(s.train_wall_s_mean):
+            ax_t.errorbar(s.train_wall_s_mean, s.miou_mean, xerr=_or0(s.train_wall_s_std), yerr=_or0(s.miou_std),
+                          fmt="o", capsize=3)  # fmt: skip
+            ax_t.annotate(_values_label(s.values, keys).replace("\n", ", "), (s.train_wall_s_mean, s.miou_mean),
+                          fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax_t.margins(x=0.25, y=0.15)
+    ax_t.set_xlabel("training wall time (s), mean ± std")
+    ax_t.set_ylabel("val mIoU, mean ± std")
+    ax_t.set_title("mIoU against cost, over seeds")
+    return fig
+
+
 def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> list[Run]:
-    """Write sweep_report.{csv,md,png} for `sweep_dir` (into `out_dir`, default the sweep folder)."""
+    """Write sweep_report.{csv,md,png} for `sweep_dir` (into `out_dir`, default the sweep folder), and
+    sweep_report_configs.csv when the seed varies (a stale one from an earlier report is removed otherwise)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
@@ -212,13 +407,19 @@ def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> list[Run
     out.mkdir(parents=True, exist_ok=True)
     keys = swept_keys(runs)
     write_csv(runs, out / f"{REPORT}.csv")
-    (out / f"{REPORT}.md").write_text(to_markdown(runs, keys) + "\n")
+    if seeds_vary(runs):
+        cfg = config_keys(keys)
+        write_configs_csv(aggregate(runs, cfg), cfg, out / f"{REPORT}_configs.csv")
+    else:
+        (out / f"{REPORT}_configs.csv").unlink(missing_ok=True)
+    (out / f"{REPORT}.md").write_text(report_markdown(runs, keys) + "\n")
     plot(runs, keys).savefig(out / f"{REPORT}.png", dpi=110)
     return runs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI entry point: print the Markdown table and where the files went."""
+    """CLI entry point: print the Markdown tables (per configuration first, when seeds vary) and where the files
+    went."""
     parser = argparse.ArgumentParser(prog="python -m seg.analysis.sweep", description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun folder, e.g. outputs/train/multiruns/<date>")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the sweep folder)")
@@ -228,9 +429,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except FileNotFoundError as exc:
         parser.exit(2, f"error: {exc}\n")
     out = args.out or args.sweep_dir
-    print(to_markdown(runs, swept_keys(runs)))
+    print(report_markdown(runs, swept_keys(runs)))
     bad = sum(r.status != "ok" for r in runs)
-    print(f"\n{len(runs)} runs ({bad} failed or unfinished); wrote {out}/{REPORT}.csv, .md and .png")
+    configs = f" and {REPORT}_configs.csv" if seeds_vary(runs) else ""
+    print(f"\n{len(runs)} runs ({bad} failed or unfinished); wrote {out}/{REPORT}.csv, .md and .png{configs}")
 
 
 if __name__ == "__main__":

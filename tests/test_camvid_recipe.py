@@ -1,0 +1,73 @@
+"""The CamVid recipes on the real frames: +experiment=camvid_cpu and the camvid_dilation_sweep multirun, each
+composed and trained for 2 steps (skipped without ../shared/data/camvid); the full runs are in docs/results.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+from omegaconf import open_dict
+
+from seg.analysis.sweep import find_runs
+from seg.data.camvid import CAMVID_CLASSES
+from tests.helpers import compose_cfg, needs_shared
+
+FAST = [
+    "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
+    "trainer.precision=32-true", "data.num_workers=0", "~logger.tensorboard",
+]  # fmt: skip
+
+
+def test_camvid_cpu_recipe_trains_at_half_size_and_validates_at_full_size():
+    cfg = compose_cfg(["+experiment=camvid_cpu"])
+    assert cfg.model.input_scale == 0.5 and list(cfg.data.train_transform.crop_size) == [180, 240]
+    assert cfg.model.net.output_stride == 16 and cfg.model.net.weights is None  # from scratch
+    assert cfg.data.val_transform._target_.endswith("val_transforms")  # no resize: labels stay 360x480
+
+
+def test_camvid_dilation_sweep_varies_the_stride_and_the_seed():
+    cfg = compose_cfg(["+experiment=camvid_dilation_sweep"])
+    params = cfg.hydra.sweeper.params
+    assert params["+model/dilation"] == "os32,os16,os16_mg,os8" and params.seed == "1,2"
+    mg = compose_cfg(["+experiment=camvid_dilation_sweep", "+model/dilation=os16_mg"])
+    assert mg.model.net.output_stride == 16 and list(mg.model.net.multi_grid) == [1, 2]
+    assert mg.trainer.max_steps == 500 and mg.model.input_scale == 0.5
+
+
+def test_camvid_cpu_trains_two_steps_on_the_real_frames(tmp_path):
+    from seg.train import train
+
+    root = needs_shared("camvid")
+    cfg = compose_cfg(["+experiment=camvid_cpu", f"data.root={root}", *FAST, "callbacks.progress_bar=null"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.log_dir = str(tmp_path)  # the class-weight cache, if any
+        del cfg.hydra
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and list(metrics["per_class_iou"]) == list(CAMVID_CLASSES)
+    with (tmp_path / "run" / "csv" / "metrics.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/mIoU")]
+    assert len(rows) == 1 and int(rows[0]["step"]) == 2
+    assert float(rows[0]["time/train_s"]) > 0  # for the learning curve against wall time
+    logged = [float(rows[0][f"val/IoU/{c}"]) for c in CAMVID_CLASSES]
+    expected = [metrics["per_class_iou"][c] for c in CAMVID_CLASSES]
+    np.testing.assert_allclose(logged, expected, atol=1e-6, equal_nan=True)
+
+
+def test_camvid_dilation_sweep_runs_each_stride_on_the_real_frames(tmp_path):
+    root = needs_shared("camvid")
+    sweep_dir = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "-m", "seg.train", "+experiment=camvid_dilation_sweep", f"data.root={root}", *FAST,
+        "hydra.sweeper.params.seed=1", f"hydra.sweep.dir={sweep_dir}", f"paths.log_dir={tmp_path}",
+        "print_config=false",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = find_runs(sweep_dir)
+    assert sorted(r.overrides["+model/dilation"] for r in runs) == ["os16", "os16_mg", "os32", "os8"]
+    assert all(r.status == "ok" and r.metrics["global_step"] == 2 for r in runs), [(r.name, r.note) for r in runs]

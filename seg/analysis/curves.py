@@ -50,7 +50,8 @@ def read_curve(run_dir: str | Path, label: str | None = None) -> Curve:
             miou = _float(row.get("val/mIoU"))
             if math.isnan(miou):
                 continue
-            curve.steps.append(int(float(row["step"])))
+            # Lightning logs a validation inside fit at the index of the last finished step: global_step - 1
+            curve.steps.append(int(float(row["step"])) + 1)
             curve.seconds.append(_float(row.get("time/train_s")))
             curve.miou.append(miou)
             ious = {k[len(IOU_PREFIX) :]: _float(v) for k, v in row.items() if k.startswith(IOU_PREFIX)}

@@ -36,7 +36,7 @@ def test_camvid_dilation_sweep_varies_the_stride_and_the_seed():
     assert params["+model/dilation"] == "os32,os16,os16_mg,os8" and params.seed == "1,2"
     mg = compose_cfg(["+experiment=camvid_dilation_sweep", "+model/dilation=os16_mg"])
     assert mg.model.net.output_stride == 16 and list(mg.model.net.multi_grid) == [1, 2]
-    assert mg.trainer.max_steps == 500 and mg.model.input_scale == 0.5
+    assert mg.trainer.max_steps == 300 and mg.model.input_scale == 0.5
 
 
 def test_camvid_cpu_trains_two_steps_on_the_real_frames(tmp_path):

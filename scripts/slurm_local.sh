@@ -98,7 +98,7 @@ down() {
         pkill -x "$name" && echo "slurm_local: stopped $name" || true
     done
     rm -f "$STATE/started"
-    [ -f "$STATE/slurm.conf.orig" ] && cp "$STATE/slurm.conf.orig" "$CONF"
+    if [ -f "$STATE/slurm.conf.orig" ]; then cp "$STATE/slurm.conf.orig" "$CONF"; else rm -f "$CONF"; fi
 }
 
 case "${1:-}" in

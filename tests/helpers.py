@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = {"num_train": 24, "num_val": 5, "size": 64, "max_objects": 2, "seed": 0}
 
 compose_cfg = compose_config  # the name the tests use
-__all__ = ["CONF_DIR", "SHARED_DATA", "TINY", "compose_cfg", "fake_run", "needs_shared"]
+__all__ = ["CONF_DIR", "SHARED_DATA", "TINY", "compose_cfg", "fake_run", "labelled_val_pixels", "needs_shared"]
 
 
 def needs_shared(sub: str) -> Path:
@@ -25,6 +25,15 @@ def needs_shared(sub: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data {path} not present (fresh clone without ../shared)")
     return path
+
+
+def labelled_val_pixels(data_dir: Path) -> int:
+    """Non-ignored label pixels of the tiny tree's val split: what a validation that scores each image once counts."""
+    from seg.data.synthetic import SyntheticShapes
+
+    val = SyntheticShapes(data_dir, "val")
+    assert len(val) % 2 == 1  # an odd count on 2 processes: a padding sampler would score one image twice
+    return sum(int((val.load(i)[1] != 255).sum()) for i in range(len(val)))
 
 
 def fake_run(cfg: DictConfig, run_dir: Path, seed: int = 0) -> Path:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint clean
+.PHONY: demo test test-all test-slurm lint clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
+
+# sweeps through a real SLURM scheduler on a one-node cluster on this machine (root: scripts/slurm_local.sh)
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/test_slurm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check seg tests benchmarks

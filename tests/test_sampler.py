@@ -1,5 +1,5 @@
 """SeededSampler (seg/data/sampler.py) on its own: a shuffle fixed by (seed, epoch) and new every epoch, per-sample
-augmentation seeds, the state after k samples, and the split of an epoch between 2 processes."""
+augmentation seeds, the state after k samples or a whole epoch, and the split of an epoch between 2 processes."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def test_the_state_after_k_samples_resumes_the_rest_of_the_epoch():
     assert list(fresh) == full[10:]  # the rest of epoch 2, seeds included, nothing repeated
     fresh.set_epoch(3)
     assert list(fresh) == draw(SeededSampler(range(N), seed=3), 3)  # the next epoch is whole again
+
+
+def test_a_state_saved_at_the_end_of_an_epoch_resumes_with_the_whole_next_epoch():
+    """last.ckpt written after an epoch's validation holds the sampler with every sample yielded; Lightning resumes
+    with the next epoch, which must not be skipped (it was: a run resumed from such a checkpoint lost an epoch)."""
+    sampler = SeededSampler(range(N), seed=3)
+    draw(sampler, 4)
+    state = sampler.state_dict()
+    assert state == {"yielded": N, "epoch": 4}
+    fresh = SeededSampler(range(N), seed=3)
+    fresh.load_state_dict(state)
+    assert draw(fresh, 5) == draw(SeededSampler(range(N), seed=3), 5)
 
 
 def test_two_processes_split_the_epoch_without_padding(monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,29 @@ def seeded(tmp_path) -> Path:
         status = {"status": "completed"} if miou is not None else {"status": "failed", "error": "RuntimeError: OOM"}
         make_run(root, str(i), [fixed, f"model.net.output_stride={stride}", f"seed={seed}"], miou, status)
     return root
+
+
+def test_slurm_jobs_get_the_schedulers_state(tmp_path, monkeypatch):
+    """A cancelled SLURM job's note carries sacct's state; a stand-in sacct answers only for the job asked."""
+    fixed = "+experiment=dilation_sweep"
+    make_run(tmp_path / "s", "0", [fixed, "seed=1"], None,
+             {"status": "failed", "error": "SIGTERM after 17.0 s: cancelled", "slurm_job_id": "7_0"})  # fmt: skip
+    make_run(tmp_path / "s", "1", [fixed, "seed=2"], None, {"status": "running", "pid": 9, "slurm_job_id": "7_1"})
+    make_run(tmp_path / "s", "2", [fixed, "seed=3"], 0.5, {"status": "completed", "slurm_job_id": "7_2"})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text(
+        '#!/bin/sh\n[ "$2" = 7_0 ] && echo "CANCELLED by 0" && exit 0\n[ "$2" = 7_1 ] && echo TIMEOUT\nexit 0\n'
+    )
+    (bin_dir / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    runs = {r.name: r for r in find_runs(tmp_path / "s")}
+    assert runs["0"].status == "failed"
+    assert runs["0"].note == "SIGTERM after 17.0 s: cancelled [SLURM job 7_0: CANCELLED by 0]"
+    assert runs["1"].status == "unfinished" and runs["1"].note.endswith("[SLURM job 7_1: TIMEOUT]")
+    assert runs["2"].status == "ok" and runs["2"].note == ""
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Problem talking to the database' >&2\nexit 1\n")
+    assert find_runs(tmp_path / "s")[0].note.endswith("[SLURM job 7_0: no answer from sacct]")
 
 
 def test_aggregate_over_seeds(seeded):
@@ -226,6 +250,8 @@ def test_sweep_configs_compose():
     slurm = compose_cfg(["hydra/launcher=slurm"])
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
     assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node
+    local = compose_cfg(["hydra/launcher=slurm_local"]).hydra.launcher
+    assert local._target_ == slurm.hydra.launcher._target_ and local.gpus_per_node == 0 and local.cpus_per_task == 2
     exp = compose_cfg(["+experiment=dilation_sweep", "+model/dilation=os8_mg"])
     assert exp.hydra.sweeper.params["+model/dilation"] == "os32,os16,os8,os8_mg"
     assert exp.model.net.output_stride == 8 and list(exp.model.net.multi_grid) == [1, 2]

@@ -19,7 +19,9 @@ import argparse
 import csv
 import json
 import math
+import shutil
 import statistics
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,19 +72,41 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def slurm_state(job_id: str) -> str | None:
+    """SLURM's final word on a job (``CANCELLED by 1000``, ``TIMEOUT``, ``RUNNING`` ...) from ``sacct``, or None
+    where there is no sacct or no accounting to answer."""
+    if shutil.which("sacct") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0].strip() if out.returncode == 0 and lines else None
+
+
 def load_run(path: Path, name: str) -> Run:
-    """Read one run folder; the status comes from job_status.json, else from whether metrics.json exists."""
+    """Read one run folder; the status comes from job_status.json, else from whether metrics.json exists. A
+    failed or unfinished SLURM job gets the scheduler's state in its note."""
     overrides = _parse_overrides(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or [])
     metrics = _read_json(path / "metrics.json")
     status = _read_json(path / STATUS_FILE) or {}
-    if status.get("status") == "failed":
-        return Run(name, path, overrides, "failed", status.get("error", ""), metrics or {})
+    state = status.get("status")
+    if state not in ("failed", "running") or "slurm_job_id" not in status:
+        slurm = ""
+    else:
+        job = status["slurm_job_id"]
+        slurm = f" [SLURM job {job}: {slurm_state(job) or 'no answer from sacct'}]"
+    if state == "failed":
+        return Run(name, path, overrides, "failed", status.get("error", "") + slurm, metrics or {})
     if metrics is not None:
         return Run(name, path, overrides, "ok", "", metrics)
-    if status.get("status") == "completed":
+    if state == "completed":
         return Run(name, path, overrides, "failed", "completed without metrics.json (no validation ran?)")
-    if status.get("status") == "running":
-        return Run(name, path, overrides, "unfinished", f"still running or killed (pid {status.get('pid')})")
+    if state == "running":
+        return Run(name, path, overrides, "unfinished", f"still running or killed (pid {status.get('pid')}){slurm}")
     return Run(name, path, overrides, "unfinished", "no metrics.json and no job_status.json")
 
 

@@ -60,3 +60,7 @@ class SeededSampler(StatefulDistributedSampler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.epoch = int(state_dict.get("epoch", self.epoch))
+        if self.next_yielded is not None and self.next_yielded >= self.num_samples:
+            # saved at the end of an epoch (after its validation): Lightning resumes with the next epoch, which
+            # must start from its first sample, not skip a whole epoch's worth
+            self.next_yielded = None

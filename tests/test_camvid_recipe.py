@@ -28,6 +28,7 @@ def test_camvid_cpu_recipe_trains_at_half_size_and_validates_at_full_size():
     assert cfg.model.input_scale == 0.5 and list(cfg.data.train_transform.crop_size) == [180, 240]
     assert cfg.model.net.output_stride == 16 and cfg.model.net.weights is None  # from scratch
     assert cfg.data.val_transform._target_.endswith("val_transforms")  # no resize: labels stay 360x480
+    assert cfg.trainer.max_steps == 1200 and cfg.trainer.max_time == "00:00:55:00"  # the hour, also on slow days
 
 
 def test_camvid_dilation_sweep_varies_the_stride_and_the_seed():

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from omegaconf import open_dict
 
 from seg.analysis.curves import read_curve
@@ -34,10 +35,14 @@ def test_camvid_cpu_recipe_trains_at_half_size_and_validates_at_full_size():
 def test_camvid_dilation_sweep_varies_the_stride_and_the_seed():
     cfg = compose_cfg(["+experiment=camvid_dilation_sweep"])
     params = cfg.hydra.sweeper.params
-    assert params["+model/dilation"] == "os32,os16,os16_mg,os8" and params.seed == "1,2"
-    mg = compose_cfg(["+experiment=camvid_dilation_sweep", "+model/dilation=os16_mg"])
-    assert mg.model.net.output_stride == 16 and list(mg.model.net.multi_grid) == [1, 2]
-    assert mg.trainer.max_steps == 300 and mg.model.input_scale == 0.5
+    assert params["model/dilation"] == "os32,os16,os16_mg,os8" and params.seed == "1,2"
+    strides = {}
+    for choice in ("os32", "os16", "os16_mg", "os8"):  # each sweep value reaches the network (camvid_cpu's own
+        net = compose_cfg(["+experiment=camvid_dilation_sweep", f"model/dilation={choice}"]).model.net  # os16
+        strides[choice] = (net.output_stride, list(net.multi_grid or []))  # once overrode the group's choice)
+    assert strides == {"os32": (32, []), "os16": (16, []), "os16_mg": (16, [1, 2]), "os8": (8, [])}
+    mg = compose_cfg(["+experiment=camvid_dilation_sweep", "model/dilation=os16_mg"])
+    assert mg.trainer.max_steps == 300 and mg.model.input_scale == 0.5 and mg.model.net.aspp_rates == [3, 6, 9]
 
 
 def test_camvid_cpu_trains_two_steps_on_the_real_frames(tmp_path):
@@ -74,4 +79,8 @@ def test_camvid_dilation_sweep_runs_each_stride_on_the_real_frames(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = find_runs(sweep_dir)
     assert sorted(r.overrides["model/dilation"] for r in runs) == ["os16", "os16_mg", "os32", "os8"]
+    for run in runs:  # the network each run built, from its saved config
+        net = yaml.safe_load((run.path / ".hydra" / "config.yaml").read_text())["model"]["net"]
+        expected = {"os32": 32, "os16": 16, "os16_mg": 16, "os8": 8}[run.overrides["model/dilation"]]
+        assert net["output_stride"] == expected, run.name
     assert all(r.status == "ok" and r.metrics["global_step"] == 2 for r in runs), [(r.name, r.note) for r in runs]

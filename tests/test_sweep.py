@@ -255,6 +255,8 @@ def test_sweep_configs_compose():
     exp = compose_cfg(["+experiment=dilation_sweep", "+model/dilation=os8_mg"])
     assert exp.hydra.sweeper.params["+model/dilation"] == "os32,os16,os8,os8_mg"
     assert exp.model.net.output_stride == 8 and list(exp.model.net.multi_grid) == [1, 2]
+    os32 = compose_cfg(["+experiment=dilation_sweep", "+model/dilation=os32"]).model.net  # not the default 8
+    assert os32.output_stride == 32 and os32.multi_grid is None
 
 
 def _tiny(data_dir: Path) -> list[str]:

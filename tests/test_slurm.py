@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from seg.analysis.sweep import find_runs
+from seg.analysis.sweep import find_runs, slurm_state
+from seg.checkpoint import safe_load
 from tests.helpers import TINY, labelled_val_pixels
 
 pytestmark = pytest.mark.slow
@@ -65,11 +66,6 @@ def _train(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def _sacct(job: str, fields: str = "State") -> str:
-    out = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-o", fields], capture_output=True, text=True)
-    return out.stdout.strip()
-
-
 def _status(run: Path) -> dict:
     return json.loads((run / "job_status.json").read_text())
 
@@ -83,7 +79,7 @@ def test_two_configurations_through_the_scheduler(cluster, tmp_path, tiny_data_d
     for run, stride in zip(runs, (16, 32), strict=True):
         assert run.overrides["model.net.output_stride"] == str(stride)
         assert run.metrics["global_step"] == 2 * 24 // 4
-        assert _sacct(_status(run.path)["slurm_job_id"]) == "COMPLETED"
+        assert slurm_state(_status(run.path)["slurm_job_id"]) == "COMPLETED"
     logs = list((sweep / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2  # the job logs land in the sweep folder
 
@@ -133,9 +129,7 @@ def test_a_cancelled_job_is_reported_and_resumes_from_its_last_checkpoint(cluste
     assert runs["0"].status == "failed" and runs["0"].note.startswith("SIGTERM after")
     assert runs["0"].note.endswith(f"[SLURM job {job}: CANCELLED by 0]")
     assert runs["1"].status == "ok" and runs["1"].metrics["global_step"] == 40 * 24 // 4
-    stopped_at = json.loads(subprocess.check_output([sys.executable, "-c", (
-        "import sys, json, torch; print(json.dumps(torch.load(sys.argv[1], weights_only=False)['global_step']))"),
-        str(first / "checkpoints" / "last.ckpt")]))  # fmt: skip
+    stopped_at = safe_load(first / "checkpoints" / "last.ckpt")["global_step"]
     assert 0 < stopped_at < 40 * 24 // 4
 
     resumed = tmp_path / "resumed"

@@ -67,8 +67,8 @@ class JobStatusCallback(Callback):
         self._start = time.time()
         self._path = Path(config.hydra.runtime.output_dir) / STATUS_FILE
         self._job = {"host": socket.gethostname(), "pid": os.getpid()}
-        if slurm_job_id() is not None:
-            self._job["slurm_job_id"] = slurm_job_id()
+        if (job_id := slurm_job_id()) is not None:
+            self._job["slurm_job_id"] = job_id
         self._write({"status": "running"})
         try:
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)

@@ -70,6 +70,17 @@ def _status(run: Path) -> dict:
     return json.loads((run / "job_status.json").read_text())
 
 
+def _final_state(job: str, timeout: float = 60) -> str | None:
+    """sacct's state once it is final: slurmctld hands finished jobs to slurmdbd asynchronously, so right after a
+    job ends (and on a freshly started accounting database) sacct can still say RUNNING or nothing at all."""
+    deadline = time.time() + timeout
+    while True:
+        state = slurm_state(job)
+        if (state and state.split()[0] not in ("PENDING", "RUNNING", "COMPLETING")) or time.time() > deadline:
+            return state
+        time.sleep(1)
+
+
 def test_two_configurations_through_the_scheduler(cluster, tmp_path, tiny_data_dir):
     sweep = tmp_path / "sweep"
     proc = _train(*_tiny(tiny_data_dir, 2), "model.net.output_stride=16,32", f"hydra.sweep.dir={sweep}")
@@ -79,7 +90,7 @@ def test_two_configurations_through_the_scheduler(cluster, tmp_path, tiny_data_d
     for run, stride in zip(runs, (16, 32), strict=True):
         assert run.overrides["model.net.output_stride"] == str(stride)
         assert run.metrics["global_step"] == 2 * 24 // 4
-        assert slurm_state(_status(run.path)["slurm_job_id"]) == "COMPLETED"
+        assert _final_state(_status(run.path)["slurm_job_id"]) == "COMPLETED"
     logs = list((sweep / ".submitit").rglob("*_log.out"))
     assert len(logs) == 2  # the job logs land in the sweep folder
 
@@ -125,6 +136,7 @@ def test_a_cancelled_job_is_reported_and_resumes_from_its_last_checkpoint(cluste
     while subprocess.run(["squeue", "-h", "-j", array], capture_output=True, text=True).stdout.strip():
         assert time.time() < deadline + 300, "the rest of the sweep did not finish"
         time.sleep(2)
+    assert _final_state(job).startswith("CANCELLED")  # accounting has caught up before the report asks it
     runs = {r.name: r for r in find_runs(sweep)}
     assert runs["0"].status == "failed" and runs["0"].note.startswith("SIGTERM after")
     assert runs["0"].note.endswith(f"[SLURM job {job}: CANCELLED by 0]")

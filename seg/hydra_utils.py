@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import sys
@@ -57,7 +58,9 @@ def entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
     """The ``main()`` of a command (``python -m seg.X`` and the ``seg-X`` script): Hydra on ``conf/<config_name>``
     runs ``task``, a known error ends with one ``error: ...`` line (:func:`exit_on_error`), and so does a config
     composition error (:func:`compact_config_errors`, applied to this call only)."""
-    hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(exit_on_error(task))
+    hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
+        exit_on_error(lightning_logs_to_root(task))
+    )
 
     @functools.wraps(task)
     def main() -> Any:
@@ -68,6 +71,31 @@ def entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
 
 
 F = TypeVar("F", bound=Callable)
+
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
+
+
+def lightning_logs_to_root(fn: F) -> F:
+    """Wrap a task so that Lightning's log lines (devices, model summary, why fit stopped) reach the handlers
+    Hydra set up for the run: the console and the run folder's ``<task>.log``.
+
+    Lightning, imported before Hydra configures logging, gives its loggers a stream handler of their own and
+    stops them propagating, so the run's log file stayed empty. With no root handler (``hydra/job_logging=none``)
+    Lightning's own handler is kept.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if logging.getLogger().handlers:
+            for name in LIGHTNING_LOGGERS:
+                logger = logging.getLogger(name)
+                for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+                    logger.removeHandler(handler)
+                logger.propagate = True
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 # errors that mean "the input is wrong" (missing or corrupt files, bad values, incomplete config, a diverged
 # loss), not a bug

@@ -29,7 +29,7 @@ from seg.hydra_utils import config_tree, entry_point, in_multirun
 from seg.metrics import metrics_report, print_report
 
 __all__ = ["main", "train"]
-log = logging.getLogger(__name__)
+log = logging.getLogger("seg.train")  # not __name__: "__main__" under python -m seg.train
 
 
 def use_sync_batchnorm(trainer_cfg: DictConfig) -> bool:
@@ -62,6 +62,7 @@ def train(cfg: DictConfig) -> float:
         pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("run folder: %s", out_dir)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
@@ -117,6 +118,8 @@ def train(cfg: DictConfig) -> float:
         )
         write_json_atomic(out_dir / "metrics.json", report)
         print_report(report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
+        log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall,
+                 out_dir / "metrics.json")  # fmt: skip
     elif not validated:
         log.warning("no validation of the final weights (validation is off): no metrics.json written")
     value = float(score) if score is not None else float("nan")

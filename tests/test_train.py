@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from seg.train import train
-from tests.helpers import CONF_DIR, compose_cfg
+from tests.helpers import CONF_DIR, TINY, compose_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_config_composes_to_the_quickstart():
@@ -161,3 +165,22 @@ def test_train_returns_the_best_validation_miou_not_the_last(cfg_train, tmp_path
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["mIoU"] == pytest.approx(0.4) and report["mIoU_best"] == pytest.approx(0.6)
     assert score == pytest.approx(0.6) and score == report["mIoU_best"]
+
+
+def test_the_run_folders_log_holds_lightnings_lines_and_the_result(tmp_path, tiny_data_dir):
+    """``train.log`` in the run folder keeps what the console showed: Lightning's device and stop lines and seg's
+    result line, not only an empty file."""
+    cmd = [sys.executable, "-m", "seg.train", f"data.root={tiny_data_dir}",
+           *(f"data.prepare.{k}={v}" for k, v in TINY.items()), "data.train_transform.crop_size=64",
+           "data.batch_size=4", "data.val_batch_size=5", "data.num_workers=0", "trainer.max_steps=2",
+           "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "print_config=false",
+           f"hydra.run.dir={tmp_path}", f"paths.log_dir={tmp_path}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (tmp_path / "train.log").read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert f"run folder: {tmp_path}" in log
+    assert "GPU available: False" in log and "`Trainer.fit` stopped: `max_steps=2` reached" in log  # Lightning's
+    assert f"[seg.train][INFO] - val mIoU {metrics['mIoU']:.4f} after 2 steps" in log
+    # on the console once (Hydra's handler, stdout), not twice: Lightning's own stderr handler is gone
+    assert (proc.stdout + proc.stderr).count("GPU available") == 1

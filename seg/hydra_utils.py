@@ -72,7 +72,7 @@ def entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Callable
 
 F = TypeVar("F", bound=Callable)
 
-LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")  # the packages seg imports (not the unified `lightning`)
 
 
 def lightning_logs_to_root(fn: F) -> F:

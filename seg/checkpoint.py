@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from seg.atomic import atomic_write
+from seg.data.transforms import with_model_normalization
 from seg.models import DeepLabV3
 from seg.models.weights import CheckpointError, check_state_dict, read_state_dict, safe_load, unwrap_state_dict
 from seg.module import SegModule
@@ -290,11 +291,13 @@ def data_config(cfg: DictConfig, loaded: LoadedModel) -> DictConfig:
     composed, ``data.KEY=VALUE`` included); otherwise the training run's own, with what the command line set under
     ``data.`` replacing the run's values (``data.root=DIR``: the same dataset kept elsewhere).
 
-    ValueError when neither is there (a checkpoint without its run folder and no ``data=NAME``).
+    Its transforms normalise as the model's backbone expects. ValueError when neither is there (a checkpoint
+    without its run folder and no ``data=NAME``).
     """
     data = cfg.get("data")
+    net = loaded.net
     if data is not None and "_target_" in data:
-        return data
+        return with_model_normalization(data, net.input_mean, net.input_std)
     if loaded.run_cfg is None:
         raise ValueError(
             f"{loaded.ckpt_path} has no training run folder ({RUN_CONFIG} above it) to read its data config from: "
@@ -305,6 +308,8 @@ def data_config(cfg: DictConfig, loaded: LoadedModel) -> DictConfig:
     if overrides:
         with open_dict(run_cfg):
             run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
+    with open_dict(run_cfg):
+        run_cfg.data = with_model_normalization(run_cfg.data, net.input_mean, net.input_std)
     return run_cfg.data
 
 

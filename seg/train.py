@@ -25,8 +25,10 @@ from seg.callbacks.resume import ResumeState
 from seg.checkpoint import AtomicCheckpointIO, check_resume_checkpoint, init_weights, safe_load
 from seg.data.base import SegmentationDataset
 from seg.data.class_weights import resolve_class_weights
+from seg.data.transforms import with_model_normalization
 from seg.hydra_utils import config_tree, entry_point, in_multirun
 from seg.metrics import metrics_report, print_report
+from seg.models import input_normalization
 
 __all__ = ["main", "train"]
 log = logging.getLogger("seg.train")  # not __name__: "__main__" under python -m seg.train
@@ -64,7 +66,10 @@ def train(cfg: DictConfig) -> float:
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("run folder: %s", out_dir)
 
-    datamodule = instantiate(cfg.data)
+    # the transforms normalise as the backbone's weights expect (timm's mean/std for a timm encoder)
+    backbone = OmegaConf.select(cfg.model, "net.backbone")
+    mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
+    datamodule = instantiate(with_model_normalization(cfg.data, mean, std))
     datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
     datamodule.setup("fit")
     check_class_count(cfg.model, datamodule.val_set)

@@ -19,9 +19,12 @@ def _defaults(target) -> dict:
     found = {}
     for cls in inspect.getmro(target) if inspect.isclass(target) else [target]:
         init = cls.__init__ if inspect.isclass(target) else cls
-        for name, p in inspect.signature(init).parameters.items():
+        params = inspect.signature(init).parameters
+        for name, p in params.items():
             if p.default is not inspect.Parameter.empty and name not in found:
                 found[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break  # the base classes' keywords are not this class's
     return found
 
 

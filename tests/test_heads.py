@@ -9,7 +9,7 @@ from torch import nn
 
 from seg.models.context_module import BASIC_DILATIONS, ContextModule, ContextNet
 from seg.models.deeplabv3plus import DeepLabV3Plus
-from seg.models.vgg import VGGDilated, fc_to_conv, load_vgg_weights
+from seg.models.largefov import VGGDilated, fc_to_conv
 from tests.helpers import compose_cfg
 
 
@@ -167,7 +167,7 @@ def test_vgg_output_stride_and_contract():
     net = VGGDilated(5, batch_norm=True, fc6_dilation=4, context=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert net.eval().backbone(x).shape == (2, 512, 8, 8)
+        assert net.eval().backbone(x)["out"].shape == (2, 512, 8, 8)
         assert net(x).shape == (2, 5, 64, 64)
     out = net.train()(x)
     assert set(out) == {"out"} and out["out"].shape == (2, 5, 64, 64)
@@ -188,21 +188,20 @@ def test_fc_to_conv_decimates_like_deeplab():
 
 def test_load_vgg_weights_from_a_local_file(tmp_path):
     torch.manual_seed(0)
-    net = VGGDilated(5, fc6_channels=16, fc7_channels=16)
-    src = VGGDilated(5, fc6_channels=16, fc7_channels=16)  # different random init: a stand-in for ImageNet weights
+    src = VGGDilated(5, fc6_channels=16, fc7_channels=16)  # a random init: a stand-in for ImageNet weights
     state = {f"features.{k}": v for k, v in src.backbone.state_dict().items()}
     state["classifier.0.weight"], state["classifier.0.bias"] = torch.randn(64, 512 * 49), torch.randn(64)
     state["classifier.3.weight"], state["classifier.3.bias"] = torch.randn(64, 64), torch.randn(64)
     path = tmp_path / "vgg16.pth"
     torch.save(state, path)
-    load_vgg_weights(net, str(path))
+    net = VGGDilated(5, fc6_channels=16, fc7_channels=16, weights=str(path))
     assert torch.equal(net.backbone[28].weight, src.backbone[28].weight)
     assert torch.equal(net.fc6[0].weight, state["classifier.0.weight"].view(64, 512, 7, 7)[::4, :, ::3, ::3])
     assert torch.equal(net.fc7[0].weight[:, :, 0, 0], state["classifier.3.weight"][::4, ::4])
     del state["features.28.weight"]
     torch.save(state, path)
     with pytest.raises(ValueError, match="28.weight"):
-        load_vgg_weights(net, str(path))
+        VGGDilated(5, fc6_channels=16, fc7_channels=16, weights=str(path))
 
 
 def test_vgg_weights_name_is_checked():

@@ -10,7 +10,7 @@ import torchvision
 from omegaconf import ListConfig
 from torch import nn
 
-from seg.models import ASPP, DeepLabV3, DilatedResNet, load_backbone_weights
+from seg.models import ASPP, DeepLabV3, DilatedResNet
 
 DEPTHS = (18, 34, 50, 101)
 STRIDES = (8, 16, 32)
@@ -219,7 +219,7 @@ def resnet18_file(tmp_path) -> tuple[str, dict[str, torch.Tensor]]:
 def test_local_file_loads(resnet18_file):
     path, state = resnet18_file
     net = DilatedResNet(18, 8)
-    load_backbone_weights(net, path)
+    net.load_pretrained(path)
     assert torch.equal(net.conv1.weight, state["conv1.weight"])
     assert torch.equal(net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
 
@@ -236,13 +236,13 @@ def test_wrapped_state_dict_via_deeplab_kwarg(resnet18_file, tmp_path, key):
 def test_missing_local_file(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
-        load_backbone_weights(meta(DilatedResNet, 18, 8), str(missing))
+        meta(DilatedResNet, 18, 8).load_pretrained(str(missing))
 
 
 def test_mismatched_file_names_file_and_keys(resnet18_file):
     path, _ = resnet18_file
     with pytest.raises(ValueError, match=r"resnet18_random\.pth.*missing keys.*conv3"):
-        load_backbone_weights(meta(DilatedResNet, 50, 8), path)
+        meta(DilatedResNet, 50, 8).load_pretrained(path)
 
 
 class _NotATensor:
@@ -253,7 +253,7 @@ def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"x": _NotATensor()}, path)
     with pytest.raises(ValueError, match=r"evil\.pth.*weights_only"):
-        load_backbone_weights(meta(DilatedResNet, 18, 8), str(path))
+        meta(DilatedResNet, 18, 8).load_pretrained(str(path))
 
 
 @pytest.mark.parametrize("name", ["ResNet18_Weights.IMAGENET1K_V1", "IMAGENET1K_V1", "DEFAULT"])
@@ -264,14 +264,14 @@ def test_enum_uses_hub_cache_only(name, resnet18_file, tmp_path, monkeypatch):
     expected = os.path.join(str(hub), "checkpoints", os.path.basename(url))
     net = DilatedResNet(18, 16)
     with pytest.raises(FileNotFoundError, match="checkpoints") as info:
-        load_backbone_weights(net, name)
+        net.load_pretrained(name)
     message = str(info.value)
     assert expected in message and url in message and "model.net.weights=" in message
 
     path, state = resnet18_file
     os.makedirs(os.path.dirname(expected))
     os.replace(path, expected)
-    load_backbone_weights(net, name)
+    net.load_pretrained(name)
     assert torch.equal(net.conv1.weight, state["conv1.weight"])
 
 
@@ -279,4 +279,4 @@ def test_enum_uses_hub_cache_only(name, resnet18_file, tmp_path, monkeypatch):
 def test_unknown_or_foreign_enum(name, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(ValueError, match=name.split(".")[0]):
-        load_backbone_weights(meta(DilatedResNet, 18, 8), name)
+        meta(DilatedResNet, 18, 8).load_pretrained(name)

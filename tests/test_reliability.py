@@ -19,9 +19,8 @@ from omegaconf import OmegaConf, open_dict
 
 from seg.atomic import write_json_atomic
 from seg.checkpoint import AtomicCheckpointIO, CheckpointError, safe_load
-from seg.models.backbone import DilatedResNet
+from seg.models.backbones.resnet import DilatedResNet
 from seg.models.context_module import ContextModule
-from seg.models.weights import load_backbone_weights
 from seg.train import train, use_sync_batchnorm
 from tests.helpers import TINY, compose_cfg, labelled_val_pixels
 
@@ -366,5 +365,5 @@ def test_a_pickle_payload_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         AtomicCheckpointIO().load_checkpoint(evil, weights_only=False)  # Lightning's resume, whatever it asks for
     with pytest.raises(ValueError, match="weights_only=True"):
-        load_backbone_weights(DilatedResNet(18), str(evil))  # model.net.weights=<file>
+        DilatedResNet(18).load_pretrained(str(evil))  # model.net.weights=<file>
     assert not marker.exists()

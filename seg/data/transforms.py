@@ -1,18 +1,23 @@
-"""Albumentations pipelines built from config: the DeepLab training augmentation and the validation pipeline."""
+"""Albumentations pipelines built from config: the DeepLab training augmentation and the validation pipeline,
+normalised as the model's backbone expects (:func:`with_model_normalization`)."""
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Sequence
 
 import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
+from omegaconf import DictConfig, open_dict
 
 from seg.data.base import IGNORE_INDEX
 from seg.inference import pair
+from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD  # the defaults here; seg's tools pass the backbone's
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+TRANSFORM_KEYS = ("train_transform", "val_transform")
+log = logging.getLogger(__name__)
 
 
 def train_transforms(
@@ -42,3 +47,26 @@ def train_transforms(
 def val_transforms(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> A.Compose:
     """Normalise and convert at full resolution: the label is never resized."""
     return A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()], strict=True)
+
+
+def with_model_normalization(data_cfg: DictConfig, mean: Sequence[float], std: Sequence[float]) -> DictConfig:
+    """A copy of ``data_cfg`` whose transforms normalise with the model's ``mean`` / ``std`` (its backbone's:
+    ``net.input_mean``, :func:`seg.models.input_normalization`), so a model and its inputs cannot disagree.
+
+    A transform that sets ``mean`` / ``std`` itself keeps them, with a warning when they differ from the model's.
+    """
+    data_cfg = copy.deepcopy(data_cfg)
+    model = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    with open_dict(data_cfg):
+        for key in TRANSFORM_KEYS:
+            node = data_cfg.get(key)
+            if node is None or "_target_" not in node:
+                continue
+            for name, value in model.items():
+                own = node.get(name)
+                if own is None:
+                    node[name] = value
+                elif [round(float(v), 6) for v in own] != [round(v, 6) for v in value]:
+                    log.warning("data.%s.%s=%s differs from the backbone's %s=%s: the inputs are not normalised "
+                                "as the weights expect", key, name, list(own), name, value)  # fmt: skip
+    return data_cfg

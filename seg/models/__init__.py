@@ -1,17 +1,19 @@
-"""Segmentation models: dilated ResNet and VGG backbones, ASPP / FCN / context-module heads and the segmenters that
-join them. Every segmenter maps (B, 3, H, W) to logits (B, num_classes, H, W) in eval mode."""
+"""Segmentation models: backbones (dilated ResNet, VGG-16, timm encoders), ASPP / DeepLabV3+ / FCN / context-module
+heads and the segmenters that join any backbone to any head. Every segmenter maps (B, 3, H, W) to logits
+(B, num_classes, H, W) in eval mode."""
 
 from seg.models.aspp import ASPP, DeepLabHead
-from seg.models.backbone import DilatedResNet
+from seg.models.backbones import build_backbone, input_normalization
+from seg.models.backbones.resnet import DilatedResNet
+from seg.models.backbones.vgg import VGGBackbone
 from seg.models.context_module import ContextModule, ContextNet
 from seg.models.deeplabv3 import DeepLabV3
 from seg.models.deeplabv3plus import DeepLabV3Plus
 from seg.models.fcn import FCNHead
-from seg.models.segmenter import ResNetSegmenter
-from seg.models.vgg import VGGDilated
-from seg.models.weights import load_backbone_weights
+from seg.models.largefov import VGGDilated
+from seg.models.segmenter import Segmenter
 
 __all__ = [
     "ASPP", "ContextModule", "ContextNet", "DeepLabHead", "DeepLabV3", "DeepLabV3Plus", "DilatedResNet", "FCNHead",
-    "ResNetSegmenter", "VGGDilated", "load_backbone_weights",
+    "Segmenter", "VGGBackbone", "VGGDilated", "build_backbone", "input_normalization",
 ]  # fmt: skip

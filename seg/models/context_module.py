@@ -1,7 +1,7 @@
 """Yu & Koltun 2016 ("Multi-Scale Context Aggregation by Dilated Convolutions", arXiv:1511.07122) context module.
 
 The basic module works on C class-score maps: 3x3xC convolutions with exponentially growing dilation, each
-followed by max(., 0), then a 1x1xC convolution. Here it follows a dilated-ResNet front end whose FCN head
+followed by max(., 0), then a 1x1xC convolution. Here it follows a dilated backbone front end whose FCN head
 produces the scores (the paper's front end is VGG-16; see :class:`seg.models.vgg.VGGDilated`, ``context=True``).
 """
 
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from seg.models.fcn import FCNHead
-from seg.models.segmenter import ResNetSegmenter
+from seg.models.segmenter import Segmenter
 
 BASIC_DILATIONS = (1, 1, 2, 4, 8, 16, 1)  # Table 1: receptive field 3, 5, 9, 17, 33, 65, 67 after each layer
 
@@ -43,12 +43,12 @@ class ContextModule(nn.Sequential):
                 m.bias.zero_()
 
 
-class ContextNet(ResNetSegmenter):
-    """Dilated ResNet front end (output stride 8) + FCN score head + context module; contract of DeepLabV3.
+class ContextNet(Segmenter):
+    """A dilated backbone front end (output stride 8) + FCN score head + context module; contract of DeepLabV3.
 
     Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"}, plus "front_end" (the front
-    end's own scores, the context module's input) when ``supervise_front_end`` and "aux" (an FCN head on layer3,
-    as in every ResNet segmenter) when ``aux``, all upsampled to the input size.
+    end's own scores, the context module's input) when ``supervise_front_end`` and "aux" (an FCN head on the "aux"
+    features, as in every segmenter) when ``aux``, all upsampled to the input size.
 
     The paper trains the front end first and adds the module afterwards. Trained jointly from scratch, a class
     whose scores turn negative everywhere early is cut off by the module's truncations for good (on the
@@ -61,20 +61,20 @@ class ContextNet(ResNetSegmenter):
 
     Args:
         num_classes: output channels (and the context module's width: it works on class scores).
-        backbone: as :class:`ResNetSegmenter`.
+        backbone: as :class:`Segmenter`.
         dilations: the module's 3x3 layers' dilations (Table 1, basic: 1, 1, 2, 4, 8, 16, 1).
-        aux: an FCN auxiliary head on layer3, as in every ResNet segmenter.
+        aux: an FCN auxiliary head on the "aux" features, as in every segmenter.
         supervise_front_end: also train the front end's own scores (output "front_end"), weighted by
             ``SegModule.aux_weight``.
         dropout: in the FCN score head.
         front_end_steps: optimizer steps that train the front end alone before the module joins.
-        **kwargs: ``output_stride`` (8), ``multi_grid``, ``weights``: as :class:`ResNetSegmenter`.
+        **kwargs: ``output_stride`` (8), ``multi_grid``, ``weights``: as :class:`Segmenter`.
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet18",
+        backbone: str | nn.Module = "resnet18",
         *,
         dilations: Sequence[int] = BASIC_DILATIONS,
         aux: bool = False,

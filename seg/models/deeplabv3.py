@@ -1,34 +1,34 @@
-"""DeepLabv3 segmenter: dilated ResNet + ASPP head (+ optional FCN auxiliary head on layer3)."""
+"""DeepLabv3 segmenter: a dilated backbone + ASPP head (+ optional FCN auxiliary head on the "aux" features)."""
 
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from seg.models.aspp import DeepLabHead
-from seg.models.segmenter import ResNetSegmenter
+from seg.models.segmenter import Segmenter
 
 
-class DeepLabV3(ResNetSegmenter):
-    """DeepLabv3 (Chen et al. 2017, arXiv:1706.05587): a dilated ResNet + ASPP head; submodule names match
-    torchvision's ``deeplabv3_resnet*``, so their state_dicts load one to one.
+class DeepLabV3(Segmenter):
+    """DeepLabv3 (Chen et al. 2017, arXiv:1706.05587): a dilated backbone + ASPP head; on a ResNet its
+    submodule names match torchvision's ``deeplabv3_resnet*``, so their state_dicts load one to one.
 
     Eval mode returns logits (B, num_classes, H, W); train mode returns {"out": logits, "aux": aux_logits}
     ("aux" only when ``aux``), both upsampled to the input size.
 
     Args:
         num_classes: output channels.
-        backbone: as :class:`ResNetSegmenter`.
+        backbone: as :class:`Segmenter`.
         aspp_rates: the three atrous rates of ASPP; (12, 24, 36) at output stride 8 is the paper's (6, 12, 18)
             at 16, doubled (and torchvision's).
         dropout: before the classifier (torchvision's DeepLabHead: 0.5).
-        **kwargs: ``output_stride`` (8), ``multi_grid``, ``aux``, ``weights``: as :class:`ResNetSegmenter`.
+        **kwargs: ``output_stride`` (8), ``multi_grid``, ``aux``, ``weights``: as :class:`Segmenter`.
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet18",
+        backbone: str | nn.Module = "resnet18",
         *,
         aspp_rates: Sequence[int] = (12, 24, 36),
         dropout: float = 0.5,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seg.models.aspp import ASPP
-from seg.models.segmenter import ResNetSegmenter
+from seg.models.segmenter import Segmenter
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -35,33 +35,33 @@ class DeepLabV3PlusDecoder(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, low: Tensor, high: Tensor) -> Tensor:
-        """Class logits at the resolution of `low` (stride 4 for a ResNet's layer1)."""
+        """Class logits at the resolution of `low` (stride 4: a ResNet's layer1)."""
         high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.fuse(torch.cat([self.project(low), high], dim=1)))
 
 
-class DeepLabV3Plus(ResNetSegmenter):
-    """Dilated ResNet + ASPP encoder, DeepLabV3+ decoder; same call contract as :class:`DeepLabV3`.
+class DeepLabV3Plus(Segmenter):
+    """A dilated backbone + ASPP encoder, DeepLabV3+ decoder; same call contract as :class:`DeepLabV3`.
 
     Eval mode returns logits (B, num_classes, H, W); train mode returns {"out"} (+ "aux" from an FCN head on
-    layer3 when ``aux``), both upsampled to the input size.
+    the "aux" features when ``aux``), both upsampled to the input size.
 
     Args:
         num_classes: output channels.
-        backbone: as :class:`ResNetSegmenter`.
+        backbone: as :class:`Segmenter`.
         output_stride: 16, the paper's training setting (8 costs ~3x the encoder FLOPs).
         aspp_rates: ASPP's atrous rates, (6, 12, 18) at output stride 16 (Sec. 4.1).
-        aux: an FCN auxiliary head on layer3 (the paper has none).
+        aux: an FCN auxiliary head on the "aux" features (the paper has none).
         dropout: after the ASPP projection (reference code: keep_prob 0.9).
         low_proj: channels of the 1x1 projection of the stage-1 features (Sec. 4.1: 48).
         channels: channels of ASPP and of the decoder's two 3x3 convolutions (256).
-        **kwargs: ``multi_grid``, ``weights``: as :class:`ResNetSegmenter`.
+        **kwargs: ``multi_grid``, ``weights``: as :class:`Segmenter`.
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet18",
+        backbone: str | nn.Module = "resnet18",
         *,
         output_stride: int = 16,
         aspp_rates: Sequence[int] = (6, 12, 18),

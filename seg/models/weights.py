@@ -2,7 +2,8 @@
 report that names the file and the offending keys, and find torchvision weights in the local hub cache.
 
 Everything loads with ``torch.load(weights_only=True)`` and nothing is ever downloaded. ``seg.checkpoint``
-(whole segmenters from run folders) and the backbone builders (ResNet, VGG) all load through here.
+(whole segmenters from run folders) and the backbone families (``seg.models.backbones``) all load through here;
+each family converts its own file layouts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum, get_model_weights
 
-_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (ResNet, VGG)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 _LIGHTNING_PREFIX = "net."  # SegModule.net
 _WRAPPER_PREFIXES = ("module.", "model.")  # DistributedDataParallel / wrapped models saved whole
 _SHOW = 5  # offending keys listed in an error
@@ -40,10 +43,20 @@ def safe_load(path: str | Path) -> object:
 
     ``weights_only`` (plus ``argparse.Namespace``, which torchvision's reference scripts store) unpickles only
     tensors and plain containers: a file holding any other pickled object is refused, and its code never runs.
+    A ``.safetensors`` file is read with safetensors.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":  # timm's hub files: tensors only by construction
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file (corrupt or truncated): {_first_line(e)}") \
+                from None  # fmt: skip
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -139,12 +152,3 @@ def weights_file(weights: str, arch: str) -> str:
             f"{sorted(enum_cls.__members__)}, or a path to a local .pth file"
         )
     return _cached_file(enum_cls[member])
-
-
-def load_backbone_weights(backbone: nn.Module, weights: str) -> None:
-    """Load a torchvision ResNet enum's cached file or a local state_dict into a ``DilatedResNet`` (strict; the
-    ImageNet classifier ``fc`` is dropped)."""
-    path = weights_file(weights, f"resnet{backbone.depth}")
-    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
-    check_state_dict(backbone, state, path)
-    backbone.load_state_dict(state, strict=True)

@@ -1,8 +1,7 @@
-"""VGG-16 dilated front end: DeepLab-LargeFOV (Chen et al. 2015, arXiv:1412.7062) / Yu & Koltun 2016.
-
-torchvision's vgg16 (or vgg16_bn) ``features`` with pool4 and pool5 removed (output stride 8), conv5 dilated 2,
-fc6 as a dilated convolution and fc7 as a 1x1 convolution. LargeFOV: fc6 3x3, dilation 12, 1024 channels;
-Yu & Koltun's front end: fc6 7x7, dilation 4, 4096 channels (optionally followed by the context module).
+"""DeepLab-LargeFOV (Chen et al. 2015, arXiv:1412.7062) / Yu & Koltun 2016's front end: VGG-16 at output stride 8
+(``seg.models.backbones.vgg``) with fc6 as a dilated convolution and fc7 as a 1x1 convolution. LargeFOV: fc6 3x3,
+dilation 12, 1024 channels; Yu & Koltun's front end: fc6 7x7, dilation 4, 4096 channels (optionally followed by
+the context module). ASPP, DeepLabV3+ and the other heads run on the same backbone: ``backbone: vgg16``.
 """
 
 from __future__ import annotations
@@ -11,34 +10,11 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.vgg import cfgs, make_layers
 
 from seg.models.context_module import BASIC_DILATIONS, ContextModule
-from seg.models.weights import check_state_dict, read_state_dict, weights_file
-
-
-def _dilated_features(batch_norm: bool) -> nn.Sequential:
-    """vgg16(_bn).features with pool4/pool5 replaced by Identity (indices, hence state_dict keys, kept)."""
-    # torchvision's own builder and init, without the 120M-parameter classifier that vgg16() would allocate
-    features = make_layers(cfgs["D"], batch_norm=batch_norm)
-    for m in features.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
-    pool4, pool5 = pools[3], pools[4]
-    for i in (pool4, pool5):
-        features[i] = nn.Identity()
-    # Yu & Koltun Sec. 4 / DeepLab Sec. 3.1: conv5 runs at stride 8, so dilate it 2 to keep its field
-    for m in features[pool4 + 1 : pool5]:
-        if isinstance(m, nn.Conv2d):
-            m.dilation, m.padding = (2, 2), (2, 2)
-    return features
+from seg.models.segmenter import Segmenter
+from seg.models.weights import read_state_dict, weights_file
 
 
 def fc_to_conv(weight: Tensor, bias: Tensor, conv: nn.Conv2d, fc_input_size: int) -> tuple[Tensor, Tensor] | None:
@@ -64,11 +40,12 @@ def fc_to_conv(weight: Tensor, bias: Tensor, conv: nn.Conv2d, fc_input_size: int
     return w.contiguous(), bias[:: n_out // conv.out_channels].contiguous()
 
 
-class VGGDilated(nn.Module):
+class VGGDilated(Segmenter):
     """VGG-16 front end at output stride 8 (+ optional context module); the call contract of DeepLabV3.
 
-    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out": logits}, upsampled to the
-    input size. ``backbone`` is torchvision's ``features``, so the module's backbone / head learning rates apply.
+    Eval mode returns logits (B, num_classes, H, W); train mode returns {"out": logits} (+ "aux" when ``aux``),
+    upsampled to the input size. ``backbone`` is torchvision's ``features``, so the module's backbone / head
+    learning rates apply.
 
     Args:
         num_classes: output channels.
@@ -79,8 +56,9 @@ class VGGDilated(nn.Module):
         dropout: after fc6 and fc7 (0.5, as in VGG).
         context: append Yu & Koltun's context module to the class scores.
         context_dilations: its 3x3 layers' dilations.
-        weights: torchvision VGG-16 weights (an enum in the torch hub cache or a local file); fc6/fc7 are
-            decimated to the conv shapes (DeepLab Sec. 4.1) where the sizes allow. Never downloads.
+        aux: an FCN auxiliary head on conv4_3 (the papers have none).
+        weights: torchvision VGG-16 weights (``imagenet``, an enum in the torch hub cache or a local file);
+            fc6/fc7 are decimated to the conv shapes (DeepLab Sec. 4.1) where the sizes allow. Never downloads.
     """
 
     def __init__(
@@ -94,11 +72,12 @@ class VGGDilated(nn.Module):
         dropout: float = 0.5,
         context: bool = False,
         context_dilations: Sequence[int] = BASIC_DILATIONS,
+        aux: bool = False,
         weights: str | None = None,
     ):
-        super().__init__()
+        super().__init__(num_classes, "vgg16_bn" if batch_norm else "vgg16", output_stride=8, aux=aux,
+                         weights=weights)  # fmt: skip
         self.batch_norm = batch_norm
-        self.backbone = _dilated_features(batch_norm)
         pad = fc6_dilation * (fc6_kernel - 1) // 2
         self.fc6 = nn.Sequential(
             nn.Conv2d(512, fc6_channels, fc6_kernel, padding=pad, dilation=fc6_dilation), nn.ReLU(), nn.Dropout(dropout)
@@ -107,26 +86,18 @@ class VGGDilated(nn.Module):
         self.classifier = nn.Conv2d(fc7_channels, num_classes, 1)
         self.context = ContextModule(num_classes, tuple(context_dilations)) if context else None
         if weights:
-            load_vgg_weights(self, weights)
+            load_fc_weights(self, weights)
 
-    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        """Logits at input resolution in eval mode; {"out": logits} in train mode."""
-        size = x.shape[-2:]
-        logits = self.classifier(self.fc7(self.fc6(self.backbone(x))))
-        if self.context is not None:
-            logits = self.context(logits)
-        out = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return out if not self.training else {"out": out}
+    def logits(self, features: dict[str, Tensor]) -> Tensor:
+        logits = self.classifier(self.fc7(self.fc6(features["out"])))
+        return self.context(logits) if self.context is not None else logits
 
 
-def load_vgg_weights(net: VGGDilated, weights: str) -> None:
-    """Load torchvision VGG-16 weights: ``features`` strictly; fc6/fc7 converted to convs when the sizes allow."""
-    arch = "vgg16_bn" if net.batch_norm else "vgg16"
-    path = weights_file(weights, arch)
+def load_fc_weights(net: VGGDilated, weights: str) -> None:
+    """fc6/fc7 of torchvision VGG-16 weights converted to ``net``'s convolutions when the sizes allow (the
+    backbone's ``features`` are loaded, strictly, by the backbone itself)."""
+    path = weights_file("IMAGENET1K_V1" if weights == "imagenet" else weights, net.backbone.arch)
     state = read_state_dict(path)
-    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    check_state_dict(net.backbone, features, f"{path} ({arch} features)")
-    net.backbone.load_state_dict(features, strict=True)
     fc6, fc7 = net.fc6[0], net.fc7[0]
     converted = [
         fc_to_conv(state[f"classifier.{i}.weight"], state[f"classifier.{i}.bias"], conv, side)

@@ -1,11 +1,18 @@
-"""Dilated ResNet backbones: torchvision ResNets whose last stages trade stride for dilation."""
+"""Dilated ResNet backbones: torchvision ResNets whose last stages trade stride for dilation.
+
+``model.net.backbone=resnet18|resnet34|resnet50|resnet101``; ImageNet weights are torchvision's (an enum name found
+in the torch hub cache, ``imagenet`` for IMAGENET1K_V1, or a local file).
+"""
 
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 from torchvision.models import resnet
 
+from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD, check_state_dict, read_state_dict, weights_file
+
 DEPTHS = (18, 34, 50, 101)
+NAMES = tuple(f"resnet{d}" for d in DEPTHS)
 OUTPUT_STRIDES = (8, 16, 32)
 
 # Which of (layer2, layer3, layer4) replace their stride-2 with dilation, per output stride.
@@ -39,8 +46,17 @@ def _dilate_stage(stage: nn.Sequential, previous_dilation: int, dilation: int) -
 class DilatedResNet(nn.Module):
     """ResNet feature extractor with output stride 8, 16 or 32 and optional multi-grid in layer4.
 
-    Submodule names match torchvision's ResNet (minus avgpool/fc) so its state_dicts load by key.
+    Submodule names match torchvision's ResNet (minus avgpool/fc) so its state_dicts load by key. Returns the
+    feature dict {"low": layer1, "aux": layer3, "out": layer4}; ``channels`` gives their widths and ``mean`` /
+    ``std`` the input normalisation of its ImageNet weights.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        output_stride: 8, 16 or 32 (32: no dilation).
+        multi_grid: unit rates of layer4's blocks, multiplied by its dilation (DeepLabv3 Sec. 3.2); None: all 1.
     """
+
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(self, depth: int = 50, output_stride: int = 8, multi_grid: Sequence[int] | None = None):
         super().__init__()
@@ -81,6 +97,14 @@ class DilatedResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         expansion = 4 if depth >= 50 else 1
         self.channels = {"low": 64 * expansion, "aux": 256 * expansion, "out": 512 * expansion}
+
+    def load_pretrained(self, weights: str) -> None:
+        """Load a torchvision ResNet enum's cached file (``imagenet`` = ``IMAGENET1K_V1``) or a local state_dict,
+        strictly; the ImageNet classifier ``fc`` is dropped. Never downloads."""
+        path = weights_file("IMAGENET1K_V1" if weights == "imagenet" else weights, f"resnet{self.depth}")
+        state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
+        check_state_dict(self, state, path)
+        self.load_state_dict(state, strict=True)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Return layer1 ("low"), layer3 ("aux") and layer4 ("out") features."""

@@ -1,8 +1,8 @@
 """Checkpoint I/O: atomic checkpoint writes, resume checks, and models rebuilt from checkpoints for inference.
 
 Reads Lightning checkpoints of this repository (the net is rebuilt from the run folder's ``.hydra/config.yaml``)
-and torchvision ``deeplabv3_resnet50/101`` / ``fcn_resnet50/101`` state_dicts (seg's submodule names are
-torchvision's, so their keys map one to one). Everything loads with ``torch.load(weights_only=True)``.
+and torchvision ``deeplabv3_resnet*`` / ``fcn_resnet*`` state_dicts (seg's DeepLabV3 and FCN keep torchvision's
+submodule names, so their keys map one to one). Everything loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from seg.atomic import atomic_write
 from seg.data.transforms import with_model_normalization
-from seg.models import DeepLabV3
+from seg.models import FCN, DeepLabV3
 from seg.models.weights import CheckpointError, check_state_dict, read_state_dict, safe_load, unwrap_state_dict
 from seg.module import SegModule
 
@@ -117,11 +117,9 @@ def load_run_config(run_dir: str | Path, output_dir: str | Path | None = None) -
     return cfg
 
 
-def torchvision_architecture(state: Mapping[str, Tensor]) -> dict | None:
-    """``DeepLabV3`` keyword arguments matching a torchvision deeplabv3_resnet* state_dict; None for other layouts.
-
-    A torchvision fcn_resnet* state_dict is recognised and refused: seg has no FCN segmenter to load it into.
-    """
+def torchvision_architecture(state: Mapping[str, Tensor]) -> tuple[type[nn.Module], dict] | None:
+    """(seg class, keyword arguments) matching a torchvision deeplabv3_resnet* or fcn_resnet* state_dict (seg's
+    DeepLabV3 and FCN keep torchvision's submodule names); None for other layouts."""
     if "backbone.layer3.0.conv1.weight" not in state or "classifier.4.weight" not in state:
         return None
     blocks = len({k.split(".")[2] for k in state if k.startswith("backbone.layer3.")})
@@ -129,25 +127,19 @@ def torchvision_architecture(state: Mapping[str, Tensor]) -> dict | None:
     depth = {(True, 6): 50, (True, 23): 101, (False, 2): 18, (False, 6): 34}.get((bottleneck, blocks))
     if depth is None:
         return None
-    if "classifier.0.convs.0.0.weight" not in state:
-        if "classifier.0.weight" in state:
-            raise CheckpointError(
-                f"an fcn_resnet{depth} state_dict: its keys map to an FCN segmenter (backbone, classifier = "
-                "FCNHead, aux_classifier = FCNHead), which seg.models does not provide yet; load it with "
-                "seg.checkpoint.load_net_weights into such a model"
-            )
-        return None
-    rates = len({k.split(".")[3] for k in state if k.startswith("classifier.0.convs.")}) - 2
-    if rates != len(_TORCHVISION_ASPP_RATES):
-        return None
-    return {
+    common = {
         "num_classes": int(state["classifier.4.weight"].shape[0]),
         "backbone": f"resnet{depth}",
         "output_stride": 8,
-        "aspp_rates": _TORCHVISION_ASPP_RATES,
         "aux": "aux_classifier.4.weight" in state,
         "weights": None,
     }
+    if "classifier.0.convs.0.0.weight" not in state:
+        return (FCN, common) if "classifier.0.weight" in state else None
+    rates = len({k.split(".")[3] for k in state if k.startswith("classifier.0.convs.")}) - 2
+    if rates != len(_TORCHVISION_ASPP_RATES):
+        return None
+    return DeepLabV3, {**common, "aspp_rates": _TORCHVISION_ASPP_RATES}
 
 
 def classifier_keys(net: nn.Module) -> list[str]:
@@ -257,16 +249,14 @@ def load_model(
         module = build_module(run_cfg, channels_last)
     else:
         run_cfg = None
-        try:
-            arch = torchvision_architecture(state)
-        except CheckpointError as e:
-            raise CheckpointError(f"{ckpt_path}: {e}") from None
+        arch = torchvision_architecture(state)
         if arch is None:
             raise CheckpointError(
                 f"{ckpt_path}: no run config found (expected {RUN_CONFIG} in the run folder above it) and not a "
-                "torchvision deeplabv3_resnet50/101 state_dict"
+                "torchvision deeplabv3_resnet* / fcn_resnet* state_dict"
             )
-        module = SegModule(DeepLabV3(**arch), num_classes=arch["num_classes"], channels_last=bool(channels_last))
+        cls, kwargs = arch
+        module = SegModule(cls(**kwargs), num_classes=kwargs["num_classes"], channels_last=bool(channels_last))
     load_net_weights(module.net, state, ckpt_path, reinit_classifier)
     return LoadedModel(module.eval(), run_cfg, ckpt_path)
 

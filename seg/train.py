@@ -68,7 +68,10 @@ def train(cfg: DictConfig) -> float:
 
     # the transforms normalise as the backbone's weights expect (timm's mean/std for a timm encoder)
     backbone = OmegaConf.select(cfg.model, "net.backbone")
-    mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
+    try:
+        mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
+    except ValueError as e:  # an unknown backbone: named before the data is read
+        raise ValueError(f"model.net: {e}") from None
     datamodule = instantiate(with_model_normalization(cfg.data, mean, std))
     datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
     datamodule.setup("fit")

@@ -94,7 +94,11 @@ CASES = {
     "empty_split": ("data", "val.txt is empty"),
     "missing_root": ("args", "dataset root {tmp}/nowhere does not exist; expected JPEGImages/<id>.jpg"),
     "output_stride_12": ("args", "model.net: output_stride must be one of (8, 16, 32), got 12"),
-    "unknown_backbone": ("args", "model.net: unknown backbone 'resnet7'; choose one of"),
+    "unknown_backbone": (
+        "args",
+        "model.net: unknown backbone 'resnet7': not one of seg's ['resnet18', 'resnet34', "
+        "'resnet50', 'resnet101', 'vgg16', 'vgg16_bn'] nor a timm model; did you mean resnet50",
+    ),
     "unknown_override_key": (
         "args",
         "Could not override 'model.net.dilation'. To append to your config use "

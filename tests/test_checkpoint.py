@@ -11,7 +11,7 @@ from torchvision.models import segmentation
 
 from seg.checkpoint import CheckpointError, load_model, load_net_weights, read_state_dict, torchvision_architecture
 from seg.hydra_utils import exit_on_error
-from seg.models import DeepLabV3, DilatedResNet, FCNHead
+from seg.models import FCN, DeepLabV3
 
 
 def _randomise_bn(model: nn.Module) -> nn.Module:
@@ -60,36 +60,20 @@ def test_torchvision_reference_checkpoint_with_args_and_ddp_prefix_loads(tv_deep
 def test_torchvision_resnet101_layout_is_recognised():
     model = segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=19, aux_loss=False)
     arch = torchvision_architecture(model.state_dict())
-    assert arch == {"num_classes": 19, "backbone": "resnet101", "output_stride": 8, "aspp_rates": (12, 24, 36),
-                    "aux": False, "weights": None}  # fmt: skip
+    assert arch == (DeepLabV3, {"num_classes": 19, "backbone": "resnet101", "output_stride": 8,
+                                "aspp_rates": (12, 24, 36), "aux": False, "weights": None})  # fmt: skip
 
 
-class _FCN(nn.Module):
-    """An FCN built from seg's parts with torchvision's submodule names (seg.models has no FCN segmenter)."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.backbone = DilatedResNet(50, output_stride=8)
-        self.classifier = FCNHead(2048, num_classes)
-        self.aux_classifier = FCNHead(1024, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.classifier(self.backbone(x)["out"])
-        return nn.functional.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def test_torchvision_fcn_keys_map_into_seg_parts_and_are_refused_for_deeplab(tmp_path):
+def test_torchvision_fcn_state_dict_loads_into_seg_fcn(tmp_path):
     torch.manual_seed(0)
     tv = _randomise_bn(segmentation.fcn_resnet50(weights=None, weights_backbone=None, num_classes=4, aux_loss=True))
     path = tmp_path / "fcn_resnet50.pth"
     torch.save(tv.state_dict(), path)
-    ours = _FCN(4).eval()
-    load_net_weights(ours, read_state_dict(path), path)
+    loaded = load_model(path)
+    assert type(loaded.net) is FCN and loaded.num_classes == 4 and loaded.net.aux_classifier is not None
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), tv(x)["out"], atol=1e-5, rtol=1e-5)
-    with pytest.raises(CheckpointError, match="fcn_resnet50 state_dict"):
-        load_model(path)
+        torch.testing.assert_close(loaded.net(x), tv.eval()(x)["out"], atol=1e-5, rtol=1e-5)
 
 
 def test_class_count_mismatch_is_an_error_unless_the_classifier_is_reinitialised(tv_deeplab):

@@ -81,3 +81,23 @@ def test_bad_export_options_are_refused(cfg_train, tmp_path):
         export(export_cfg(ckpt, tmp_path / "x", "format=torchscript", "quantize=int8"))
     with pytest.raises(ValueError, match="format='tflite'"):
         export(export_cfg(ckpt, tmp_path / "x", "format=tflite"))
+
+
+# the ONNX export of a TF-ported timm model takes ~70 s (its "same" padding is traced symbolically), 10 s otherwise
+@pytest.mark.parametrize(
+    "backbone", ["mobilenetv3_small_100", pytest.param("tf_efficientnet_lite0", marks=pytest.mark.slow)]
+)
+def test_timm_backbone_exports_to_onnx_int8_and_torchscript_with_parity(cfg_train, tmp_path, backbone):
+    with open_dict(cfg_train):
+        cfg_train.model.net.update(backbone=backbone, output_stride=16, aspp_rates=[1, 2, 3])
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    report = export(export_cfg(ckpt, tmp_path / "onnx", "quantize=int8", "int8.calibration_images=2"))
+    assert 0 < max(report["max_abs_diff"].values()) < 1e-4
+    assert report["int8"]["images"] == 5 and abs(report["int8"]["mIoU_change"]) <= 1.0
+    report = export(export_cfg(ckpt, tmp_path / "ts", "format=torchscript"))
+    assert max(report["max_abs_diff"].values()) < 1e-4
+    net = load_model(ckpt).net.float().to(memory_format=torch.contiguous_format)
+    x = torch.randn(1, 3, 45, 61)  # odd sizes: a TF port's "same" padding is computed from the input at run time
+    with torch.no_grad():
+        scripted = torchscript_runner(tmp_path / "ts" / "model.pt")(x.numpy())
+        np.testing.assert_allclose(scripted, net(x).numpy(), atol=1e-4)

@@ -70,7 +70,11 @@ def _fit(cfg, callbacks, epochs=2, batches=3):
     return trainer, model
 
 
-def test_head_only_then_unfreeze_keeps_the_poly_schedule(cfg_train):
+@pytest.mark.parametrize("backbone", ["resnet18", "tf_efficientnet_lite0"])
+def test_head_only_then_unfreeze_keeps_the_poly_schedule(cfg_train, backbone):
+    if backbone != "resnet18":  # a timm encoder with its real ImageNet weights (the dev extra installs them)
+        with open_dict(cfg_train):
+            cfg_train.model.net.update(backbone=backbone, output_stride=16, weights="imagenet")
     rec = Recorder()
     _fit(cfg_train, [BackboneFreeze(unfreeze_at_epoch=1, freeze_bn=True), rec])
     start, after0, after1 = rec.snapshots

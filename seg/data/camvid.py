@@ -4,6 +4,7 @@ test)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ CAMVID_PALETTE = palette_from([
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 ])  # fmt: skip
 VOID_LABEL = 11  # "Unlabelled": SegNet trains with ignore_label 11
+# the video sequences of the SegNet release, the prefix of every frame name: train 0001TP 62, 0006R0 101,
+# 0016E5 204 frames; val 0016E5 101; test 0001TP 62 and Seq05VD 171
+SEQUENCES = ("0001TP", "0006R0", "0016E5", "Seq05VD")
 
 
 def void_to_ignore_lut() -> np.ndarray:
@@ -38,6 +42,11 @@ class CamVidSegmentation(SegmentationDataset):
     The split is ``<root>/<split>.txt`` when present (lines ``<image path> <annotation path>``, whose
     ``/SegNet/CamVid/`` prefix is not this machine's: files are paired by name), else every PNG in
     ``<split>/``.
+
+    Cross-sequence splits hold a video sequence out: ``train-0006R0`` is the train split without the frames of
+    sequence 0006R0, ``train@0006R0`` those frames alone. The standard val frames all come from 0016E5, whose
+    other frames are in train; a held-out sequence is the nearer stand-in for the test split's unseen streets:
+    ``data.train_split=train-0006R0 data.val_split=train@0006R0``.
     """
 
     classes = CAMVID_CLASSES
@@ -45,8 +54,22 @@ class CamVidSegmentation(SegmentationDataset):
     layout = "<split>/<name>.png, <split>annot/<name>.png and optionally <split>.txt"
 
     def _list_pairs(self) -> list[tuple[str, Path, Path]]:
-        image_dir, mask_dir = self.root / self.split, self.root / f"{self.split}annot"
-        list_file = self.root / f"{self.split}.txt"
+        found = re.fullmatch(r"(\w+?)([-@])(\w+)", self.split)
+        if found is None:
+            return self._split_pairs(self.split)
+        split, op, sequence = found.groups()
+        if sequence not in SEQUENCES:
+            raise ValueError(f"{self.name}: split {self.split!r}: unknown sequence {sequence!r}; CamVid's are "
+                             f"{list(SEQUENCES)}")  # fmt: skip
+        pairs = [p for p in self._split_pairs(split) if p[0].startswith(sequence) == (op == "@")]
+        if not pairs:
+            raise ValueError(f"{self.name}: split {self.split!r} is empty: no frame of {sequence} "
+                             f"{'in' if op == '@' else 'outside'} split {split!r}")  # fmt: skip
+        return pairs
+
+    def _split_pairs(self, split: str) -> list[tuple[str, Path, Path]]:
+        image_dir, mask_dir = self.root / split, self.root / f"{split}annot"
+        list_file = self.root / f"{split}.txt"
         if list_file.is_file():
             lines = [line.split() for line in list_file.read_text().splitlines() if line.strip()]
             if not lines:

@@ -9,11 +9,12 @@ from seg.models.backbones.vgg import VGGBackbone
 from seg.models.context_module import ContextModule, ContextNet
 from seg.models.deeplabv3 import DeepLabV3
 from seg.models.deeplabv3plus import DeepLabV3Plus
-from seg.models.fcn import FCNHead
+from seg.models.fcn import FCN
+from seg.models.fcn_head import FCNHead
 from seg.models.largefov import VGGDilated
 from seg.models.segmenter import Segmenter
 
 __all__ = [
-    "ASPP", "ContextModule", "ContextNet", "DeepLabHead", "DeepLabV3", "DeepLabV3Plus", "DilatedResNet", "FCNHead",
-    "Segmenter", "VGGBackbone", "VGGDilated", "build_backbone", "input_normalization",
+    "ASPP", "ContextModule", "ContextNet", "DeepLabHead", "DeepLabV3", "DeepLabV3Plus", "DilatedResNet", "FCN",
+    "FCNHead", "Segmenter", "VGGBackbone", "VGGDilated", "build_backbone", "input_normalization",
 ]  # fmt: skip

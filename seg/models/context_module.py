@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seg.models.fcn import FCNHead
+from seg.models.fcn_head import FCNHead
 from seg.models.segmenter import Segmenter
 
 BASIC_DILATIONS = (1, 1, 2, 4, 8, 16, 1)  # Table 1: receptive field 3, 5, 9, 17, 33, 65, 67 after each layer

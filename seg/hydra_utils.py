@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from seg.extras import MissingExtraError
+from seg.malloc import keep_freed_memory
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package: works from any folder
 
@@ -57,13 +58,15 @@ def config_tree(cfg: DictConfig, order: tuple[str, ...] = ("data", "model", "cal
 def entry_point(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """The ``main()`` of a command (``python -m seg.X`` and the ``seg-X`` script): Hydra on ``conf/<config_name>``
     runs ``task``, a known error ends with one ``error: ...`` line (:func:`exit_on_error`), and so does a config
-    composition error (:func:`compact_config_errors`, applied to this call only)."""
+    composition error (:func:`compact_config_errors`, applied to this call only). glibc keeps freed memory for
+    reuse (:func:`seg.malloc.keep_freed_memory`)."""
     hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
         exit_on_error(lightning_logs_to_root(task))
     )
 
     @functools.wraps(task)
     def main() -> Any:
+        keep_freed_memory()  # full-resolution steps otherwise spend most of their time faulting memory back in
         with compact_config_errors():
             return hydra_main()
 

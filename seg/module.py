@@ -106,6 +106,9 @@ class SegModule(LightningModule):
         self.val_miou_best = MaxMetric()
         self.last_val_metrics: dict | None = None
         self.last_val_confmat: torch.Tensor | None = None  # the last validation's summed matrix (seg.evaluate)
+        # data.extra_val_splits: {split: metrics} of the last validation, one confusion matrix per split
+        self.last_extra_val_metrics: dict[str, dict] = {}
+        self._extra_confmats: list[ConfusionMatrix] = []
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -144,13 +147,26 @@ class SegModule(LightningModule):
         if stepped is not None:
             stepped()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def _extra_val_splits(self) -> list[str]:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return list(getattr(datamodule, "extra_val_splits", None) or [])
+
+    def on_validation_epoch_start(self) -> None:
+        splits = self._extra_val_splits()
+        if len(self._extra_confmats) != len(splits):
+            self._extra_confmats = [ConfusionMatrix(self.hparams.num_classes, ignore_index=self.hparams.ignore_index)
+                                    .to(self.device) for _ in splits]  # fmt: skip
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
         y = y.long()
         # scores at the label's resolution: the label is never resized
         scores = infer(self, x, self.inference, out_size=y.shape[-2:])
+        if dataloader_idx > 0:  # an extra split (data.extra_val_splits): its own confusion matrix only
+            self._extra_confmats[dataloader_idx - 1].update(scores.argmax(dim=1), y)
+            return
         if self.inference.single_view:  # multi-view scores are averaged probabilities, not logits
-            self.log("val/loss", self.criterion(scores, y), batch_size=x.shape[0])
+            self.log("val/loss", self.criterion(scores, y), batch_size=x.shape[0], add_dataloader_idx=False)
         self.val_confmat.update(scores.argmax(dim=1), y)
 
     def on_validation_epoch_end(self) -> None:
@@ -167,6 +183,14 @@ class SegModule(LightningModule):
             self.log("time/train_s", time.perf_counter() - self._train_start)
         self.last_val_metrics = metrics
         self.last_val_confmat = confmat.cpu()
+        self.last_extra_val_metrics = {}
+        for split, extra in zip(self._extra_val_splits(), self._extra_confmats, strict=True):
+            found = metrics_from_confmat(extra.compute())
+            extra.reset()
+            self.log(f"val/{split}/mIoU", found["mIoU"])
+            for name, iou in zip(self._class_names(), found["per_class_iou"].tolist(), strict=True):
+                self.log(f"val/{split}/IoU/{name}", iou)
+            self.last_extra_val_metrics[split] = found
 
     def _class_names(self) -> list[str]:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None

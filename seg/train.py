@@ -124,10 +124,15 @@ def train(cfg: DictConfig) -> float:
             train_wall_s=round(wall, 1),
             pixels=int(model.last_val_confmat.sum()),  # labelled pixels scored: each val image exactly once
         )
+        if model.last_extra_val_metrics:  # data.extra_val_splits, e.g. a held-out CamVid sequence
+            report["extra_val"] = {split: metrics_report(m, datamodule.class_names)
+                                   for split, m in model.last_extra_val_metrics.items()}  # fmt: skip
         write_json_atomic(out_dir / "metrics.json", report)
         print_report(report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
         log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall,
                  out_dir / "metrics.json")  # fmt: skip
+        for split, extra in report.get("extra_val", {}).items():
+            log.info("%s mIoU %.4f", split, extra["mIoU"])
     elif not validated:
         log.warning("no validation of the final weights (validation is off): no metrics.json written")
     value = float(score) if score is not None else float("nan")

@@ -76,3 +76,8 @@ def test_data_pipeline_benchmark_runs():
         pytest.skip(f"real data {SHARED_DATA} not present")
     out = bench("data_pipeline.py", "--samples", "8", "--model-steps", "0")
     assert "one worker, in process" in out and "workers" in out
+
+
+def test_malloc_benchmark_runs_both_variants_in_their_own_processes():
+    out = bench("malloc.py", "--size", "48", "64", "--batch", "2", "--steps", "1", "--rounds", "1")
+    assert "| glibc default |" in out and "| keep_freed_memory |" in out and "speed-up:" in out

@@ -32,6 +32,35 @@ def test_camvid_cpu_recipe_trains_at_half_size_and_validates_at_full_size():
     assert cfg.trainer.max_steps == 1200 and cfg.trainer.max_time == "00:00:55:00"  # the hour, also on slow days
 
 
+def test_camvid_imagenet_recipe_fine_tunes_the_pretrained_lite0_encoder():
+    cfg = compose_cfg(["+experiment=camvid_imagenet_cpu"])
+    net = cfg.model.net
+    assert (net.backbone, net.weights, net.output_stride) == ("tf_efficientnet_lite0", "imagenet", 16)
+    assert cfg.model.input_scale == 0.5 and cfg.trainer.max_time == "00:00:55:00"
+
+
+def test_camvid_imagenet_recipe_validates_on_a_held_out_sequence_too(tmp_path):
+    from seg.train import train
+
+    root = needs_shared("camvid")
+    cfg = compose_cfg(["+experiment=camvid_imagenet_cpu", f"data.root={root}", *FAST, "callbacks.progress_bar=null",
+                       "data.train_split=train-0006R0", "data.extra_val_splits=[train@0006R0]"])  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.log_dir = str(tmp_path)
+        del cfg.hydra
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    held_out = metrics["extra_val"]["train@0006R0"]
+    assert list(held_out["per_class_iou"]) == list(CAMVID_CLASSES) and 0 <= held_out["mIoU"] <= 1
+    assert held_out["mIoU"] != metrics["mIoU"]  # another split's confusion matrix, not the val one again
+    with (tmp_path / "run" / "csv" / "metrics.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/train@0006R0/mIoU")]
+    assert float(rows[-1]["val/train@0006R0/mIoU"]) == pytest.approx(held_out["mIoU"], abs=1e-6)
+    splits = (tmp_path / "run" / "splits" / "train-0006R0.txt").read_text().split()
+    assert len(splits) == 266 and not any(i.startswith("0006R0") for i in splits)
+
+
 def test_camvid_dilation_sweep_varies_the_stride_and_the_seed():
     cfg = compose_cfg(["+experiment=camvid_dilation_sweep"])
     params = cfg.hydra.sweeper.params

@@ -32,6 +32,16 @@ def test_reads_each_validation_with_its_step_time_and_classes(tmp_path):
     assert table[3] == "| 20 | 1.0 | 0.5750 | 0.900 | 0.250 |"
 
 
+def test_extra_validation_splits_are_read_beside_val(tmp_path):
+    text = CSV.replace("val/mIoU\n", "val/mIoU,val/train@0006R0/mIoU,val/train@0006R0/IoU/road\n", 1)
+    lines = text.splitlines()
+    lines[2] += ",0.3,0.7"
+    lines[4] += ",0.45,0.8"
+    curve = read_curve(_run(tmp_path, "\n".join(lines) + "\n"))
+    assert curve.miou == [0.4, 0.575] and curve.extra == {"train@0006R0": [0.3, 0.45]}
+    assert curve.per_class[-1] == {"road": 0.9, "pole": 0.25}  # the val split's classes only
+
+
 def test_cli_writes_the_figure_and_names_a_bad_run(tmp_path, capsys):
     a, b = _run(tmp_path, name="a"), _run(tmp_path, name="b")
     out = tmp_path / "fig" / "curves.png"

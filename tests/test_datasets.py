@@ -267,6 +267,26 @@ def test_camvid_without_list_bad_label_and_missing_split(tmp_path):
         CamVidSegmentation(tmp_path, "test")
 
 
+def test_camvid_cross_sequence_splits_hold_one_sequence_out(tmp_path):
+    mask = np.zeros((4, 6), np.uint8)
+    names = ["0001TP_006690", "0006R0_f00930", "0006R0_f00960", "0016E5_00390"]
+    make_camvid(tmp_path, "train", names, [mask] * 4)
+    assert CamVidSegmentation(tmp_path, "train-0006R0").ids == ["0001TP_006690", "0016E5_00390"]
+    assert CamVidSegmentation(tmp_path, "train@0006R0").ids == ["0006R0_f00930", "0006R0_f00960"]
+    with pytest.raises(ValueError, match=r"split 'train@0006R1': unknown sequence '0006R1'; CamVid's are \["):
+        CamVidSegmentation(tmp_path, "train@0006R1")
+    with pytest.raises(ValueError, match=r"split 'train@Seq05VD' is empty: no frame of Seq05VD in split 'train'"):
+        CamVidSegmentation(tmp_path, "train@Seq05VD")
+
+
+def test_real_camvid_sequences_match_the_data_readme():
+    root = needs_shared("camvid")
+    counts = {s: len(CamVidSegmentation(root, f"train@{s}")) for s in ("0001TP", "0006R0", "0016E5")}
+    assert counts == {"0001TP": 62, "0006R0": 101, "0016E5": 204}
+    assert len(CamVidSegmentation(root, "train-0006R0")) == 266
+    assert {i[:6] for i in CamVidSegmentation(root, "val").ids} == {"0016E5"}
+
+
 def test_real_camvid_splits_and_class_shares():
     root = needs_shared("camvid")
     train, val = CamVidSegmentation(root, "train"), CamVidSegmentation(root, "val")

@@ -40,7 +40,9 @@ def png_count(nb: nbformat.NotebookNode) -> int:
 
 def test_notebooks_are_committed_without_outputs():
     paths = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert {"visualize_masks.ipynb", "receptive_field.ipynb", "sweep_analysis.ipynb"} <= {p.name for p in paths}
+    assert {"visualize_masks.ipynb", "receptive_field.ipynb", "sweep_analysis.ipynb", "camvid.ipynb"} <= {
+        p.name for p in paths
+    }
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
@@ -102,6 +104,25 @@ def test_visualize_masks_trains_a_demo_model_when_there_is_no_checkpoint(tmp_pat
     assert notebook_miou == validation == round(json.loads((run / "metrics.json").read_text())["mIoU"], 4)
     assert sorted(p.name for p in figures.iterdir()) == ["confusion_matrix.png", "masks_grid.png", "per_class_iou.png"]
     assert png_count(nb) == 4  # grid, IoU bars, confusion matrix, per-image histogram
+
+
+def test_camvid_notebook_fine_tunes_briefly_and_shows_real_frames(tmp_path):
+    from tests.helpers import needs_shared
+
+    camvid = needs_shared("camvid")
+    outputs, figures = tmp_path / "outputs", tmp_path / "figures"
+    params = {"CAMVID_ROOT": str(camvid), "OUTPUTS_DIR": str(outputs), "DEMO_STEPS": 3, "MAX_IMAGES": 4, "N_SHOW": 1,
+              "DEMO_OVERRIDES": ["trainer.limit_val_batches=1", "data.num_workers=0"],
+              "SAVE_FIGURES": str(figures)}  # fmt: skip
+    nb = nb_execute.execute(NOTEBOOKS / "camvid.ipynb", params)
+    text = text_of(nb)
+    assert "fine-tuning the CamVid ImageNet recipe for 3 steps" in text
+    assert "TimmBackbone on CamVidSegmentation 'val' (101 frames)" in text
+    assert re.search(r"4 frames in [\d.]+ s: mIoU 0\.\d+", text)
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "camvid_confusion_matrix.png", "camvid_frames.png", "camvid_per_class_iou.png"
+    ]  # fmt: skip
+    assert png_count(nb) == 3
 
 
 def test_receptive_field_notebook_measures_the_four_variants_and_a_checkpoint(cfg_train, tmp_path):

@@ -367,3 +367,14 @@ def test_a_pickle_payload_is_refused_without_running_it(tmp_path):
     with pytest.raises(ValueError, match="weights_only=True"):
         DilatedResNet(18).load_pretrained(str(evil))  # model.net.weights=<file>
     assert not marker.exists()
+
+
+def test_glibc_keeps_freed_memory_unless_turned_off(monkeypatch):
+    import platform
+
+    from seg.malloc import keep_freed_memory
+
+    monkeypatch.setenv("SEG_MALLOC_TUNING", "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("SEG_MALLOC_TUNING")
+    assert keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")

@@ -1,8 +1,9 @@
 """Learning curves: ``python -m seg.analysis.curves RUN [RUN ...] --out curves.png``.
 
 Reads each run folder's ``csv/metrics.csv`` (Lightning's CSV logger) and plots validation mIoU against the training
-step and against the training wall time (``time/train_s``, logged at every validation), one line per run, and
-prints a Markdown table of every validation: step, wall time, mIoU and the IoU of each class.
+step and against the training wall time (``time/train_s``, logged at every validation), one line per run (dashed:
+its extra validation splits, ``data.extra_val_splits``), and the IoU of each class at the last validation, one bar
+per run; prints a Markdown table of every validation: step, wall time, mIoU and the IoU of each class.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from matplotlib.figure import Figure
 
 METRICS_CSV = Path("csv") / "metrics.csv"
 IOU_PREFIX = "val/IoU/"
+EXTRA_MIOU = re.compile(r"val/(.+)/mIoU")  # data.extra_val_splits: val/<split>/mIoU
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Curve:
     seconds: list[float] = field(default_factory=list)  # NaN where the run did not log time/train_s
     miou: list[float] = field(default_factory=list)
     per_class: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)  # split -> mIoU at each validation
 
 
 def _float(text: str | None) -> float:
@@ -56,6 +60,10 @@ def read_curve(run_dir: str | Path, label: str | None = None) -> Curve:
             curve.miou.append(miou)
             ious = {k[len(IOU_PREFIX) :]: _float(v) for k, v in row.items() if k.startswith(IOU_PREFIX)}
             curve.per_class.append(ious)
+            for key, value in row.items():
+                found = EXTRA_MIOU.fullmatch(key or "")
+                if found:
+                    curve.extra.setdefault(found[1], []).append(_float(value))
     if not curve.steps:
         raise ValueError(f"{path} has no val/mIoU rows: the run stopped before its first validation")
     return curve
@@ -73,20 +81,35 @@ def to_markdown(curve: Curve) -> str:
 
 
 def plot(curves: Sequence[Curve], title: str = "") -> Figure:
-    """val mIoU against step (left) and against training minutes (right), one line per run."""
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax_s, ax_t = fig.subplots(1, 2, sharey=True)
-    for c in curves:
-        ax_s.plot(c.steps, c.miou, "o-", ms=3, label=f"{c.label} ({max(c.miou):.3f} best)")
-        timed = [(s / 60, m) for s, m in zip(c.seconds, c.miou, strict=True) if not math.isnan(s)]
-        if timed:
-            ax_t.plot(*zip(*timed, strict=True), "o-", ms=3, label=c.label)
+    """val mIoU against step (left) and training minutes (middle), one line per run (dashed: its extra validation
+    splits); the IoU of each class at each run's last validation (right)."""
+    fig = Figure(figsize=(16, 4.6), layout="constrained")
+    ax_s, ax_t, ax_c = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.2]})
+    ax_t.sharey(ax_s)
+    colours = [f"C{i}" for i in range(len(curves))]
+    for c, colour in zip(curves, colours, strict=True):
+        lines = [("val", c.miou, "o-")] + [(split, m, "s--") for split, m in c.extra.items()]
+        for split, miou, style in lines:
+            name = c.label if split == "val" else f"{c.label}, {split}"
+            ax_s.plot(c.steps, miou, style, ms=3, color=colour, label=f"{name} ({max(miou):.3f} best)")
+            timed = [(s / 60, m) for s, m in zip(c.seconds, miou, strict=True) if not math.isnan(s)]
+            if timed:
+                ax_t.plot(*zip(*timed, strict=True), style, ms=3, color=colour, label=name)
+    classes = list(dict.fromkeys(k for c in curves for k in c.per_class[-1]))
+    width = 0.8 / len(curves)
+    for i, (c, colour) in enumerate(zip(curves, colours, strict=True)):
+        ious = [c.per_class[-1].get(k, math.nan) for k in classes]
+        ax_c.barh([j + i * width for j in range(len(classes))], ious, height=width, color=colour, label=c.label)
+    ax_c.set_yticks([j + 0.4 - width / 2 for j in range(len(classes))], classes, fontsize=8)
+    ax_c.invert_yaxis()
+    ax_c.set_xlim(0, 1)
+    ax_c.set_xlabel("IoU at the last validation (val)")
     ax_s.set_xlabel("training step")
-    ax_s.set_ylabel("val mIoU")
+    ax_s.set_ylabel("mIoU")
     ax_t.set_xlabel("training wall time (min)")
-    for ax in (ax_s, ax_t):
+    for ax in (ax_s, ax_t, ax_c):
         ax.grid(alpha=0.3)
-    ax_s.legend(fontsize=8, loc="lower right")
+    ax_s.legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title)
     return fig

@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class SegDataModule(pl.LightningDataModule):
             never resizes the label.
         num_classes: checked against the dataset's class count at set-up (None: not checked).
         train_split, val_split: split names the dataset understands (e.g. ``train``, ``val``, ``train_aug``).
+        extra_val_splits: more splits validated after ``val_split`` at every validation, each logged as
+            ``val/<split>/mIoU`` (CamVid's ``train@0006R0``: a video sequence held out of training). ``val_split``
+            alone chooses the best checkpoint.
         batch_size: training batch per process (under DDP the total is this times the number of processes).
         val_batch_size: validation batch; 1 for datasets whose images differ in size.
         num_workers: loader worker processes (0: load in the main process).
@@ -76,6 +79,7 @@ class SegDataModule(pl.LightningDataModule):
         num_classes: int | None = None,
         train_split: str = "train",
         val_split: str = "val",
+        extra_val_splits: Sequence[str] = (),
         batch_size: int = 16,
         val_batch_size: int = 1,
         num_workers: int = 2,
@@ -91,11 +95,16 @@ class SegDataModule(pl.LightningDataModule):
         self.val_transform = val_transform
         self.num_classes = num_classes
         self.train_split, self.val_split = train_split, val_split
+        self.extra_val_splits = [str(s) for s in extra_val_splits]
+        clash = [s for s in self.extra_val_splits if s in (train_split, val_split)]
+        if clash:
+            raise ValueError(f"data.extra_val_splits: {clash[0]!r} is already the train or val split")
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.prepare = prepare
         self.seed = seed
         self.train_set = self.val_set = None
+        self.extra_val_sets: list = []
         self._headers_checked: set[str] = set()
 
     def prepare_data(self) -> None:
@@ -107,6 +116,9 @@ class SegDataModule(pl.LightningDataModule):
             self.train_set = self.dataset(root=self.root, split=self.train_split, transform=self.train_transform)
         if self.val_set is None:
             self.val_set = self.dataset(root=self.root, split=self.val_split, transform=self.val_transform)
+        if stage in (None, "fit") and self.extra_val_splits and not self.extra_val_sets:
+            self.extra_val_sets = [self.dataset(root=self.root, split=s, transform=self.val_transform)
+                                   for s in self.extra_val_splits]  # fmt: skip
         if self.train_set is not None and len(self.train_set) < 2:
             raise ValueError(
                 f"split '{self.train_split}' of {self.root} has {len(self.train_set)} image: training needs at "
@@ -117,7 +129,7 @@ class SegDataModule(pl.LightningDataModule):
                 f"data.num_classes={self.num_classes} but {type(self.val_set).__name__} has "
                 f"{self.val_set.num_classes} classes"
             )
-        for ds in (self.train_set, self.val_set):
+        for ds in (self.train_set, self.val_set, *self.extra_val_sets):
             # file headers (readable, index masks, matching sizes, not truncated) before any model is built
             if ds is not None and ds.split not in self._headers_checked:
                 ds.check_headers()
@@ -193,11 +205,16 @@ class SegDataModule(pl.LightningDataModule):
             warnings.filterwarnings("ignore", message=".*set_vital.*")
             return self._loader(self.train_set, batch_size, True, sampler, seed, loader_cls=StatefulDataLoader)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The val split's loader; a list, the val split's first, when ``extra_val_splits`` are set up."""
+        loaders = [self._val_loader(ds) for ds in (self.val_set, *self.extra_val_sets)]
+        return loaders if len(loaders) > 1 else loaders[0]
+
+    def _val_loader(self, ds) -> DataLoader:
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Lightning's default DistributedSampler pads the split to a multiple of the world size, so some
             # images would be scored twice; this one splits it without padding (exact dataset-level metrics).
             # Ranks may then run one batch fewer: safe, as DDP syncs buffers only on the first no-grad forward
-            sampler = UnrepeatedDistributedSampler(self.val_set, shuffle=False)
-        return self._loader(self.val_set, self.val_batch_size, False, sampler, seed=0)
+            sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
+        return self._loader(ds, self.val_batch_size, False, sampler, seed=0)

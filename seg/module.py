@@ -148,8 +148,9 @@ class SegModule(LightningModule):
             stepped()
 
     def _extra_val_splits(self) -> list[str]:
+        """The extra validation splits whose loaders follow the val split's (set up for fitting only)."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return list(getattr(datamodule, "extra_val_splits", None) or [])
+        return [ds.split for ds in getattr(datamodule, "extra_val_sets", None) or []]
 
     def on_validation_epoch_start(self) -> None:
         splits = self._extra_val_splits()

@@ -256,7 +256,7 @@ def test_pickled_objects_are_refused(tmp_path):
         meta(DilatedResNet, 18, 8).load_pretrained(str(path))
 
 
-@pytest.mark.parametrize("name", ["ResNet18_Weights.IMAGENET1K_V1", "IMAGENET1K_V1", "DEFAULT"])
+@pytest.mark.parametrize("name", ["ResNet18_Weights.IMAGENET1K_V1", "IMAGENET1K_V1", "DEFAULT", "imagenet"])
 def test_enum_uses_hub_cache_only(name, resnet18_file, tmp_path, monkeypatch):
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))

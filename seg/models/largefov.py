@@ -96,7 +96,7 @@ class VGGDilated(Segmenter):
 def load_fc_weights(net: VGGDilated, weights: str) -> None:
     """fc6/fc7 of torchvision VGG-16 weights converted to ``net``'s convolutions when the sizes allow (the
     backbone's ``features`` are loaded, strictly, by the backbone itself)."""
-    path = weights_file("IMAGENET1K_V1" if weights == "imagenet" else weights, net.backbone.arch)
+    path = weights_file(weights, net.backbone.arch)
     state = read_state_dict(path)
     fc6, fc7 = net.fc6[0], net.fc7[0]
     converted = [

@@ -137,8 +137,9 @@ def _cached_file(w: WeightsEnum) -> str:
 
 def weights_file(weights: str, arch: str) -> str:
     """The file behind ``weights`` for torchvision model ``arch``: a local path as is, or the hub-cache file of
-    an enum ("ResNet50_Weights.IMAGENET1K_V1", "IMAGENET1K_V1", "DEFAULT"). Never downloads."""
-    weights = str(weights)
+    an enum ("ResNet50_Weights.IMAGENET1K_V1", "IMAGENET1K_V1", "DEFAULT"; "imagenet" is IMAGENET1K_V1, the
+    weights DeepLab and torchvision's segmentation models start from). Never downloads."""
+    weights = "IMAGENET1K_V1" if weights == "imagenet" else str(weights)
     if _looks_like_path(weights):
         path = os.path.expanduser(weights)
         if not os.path.isfile(path):

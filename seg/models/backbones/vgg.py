@@ -61,7 +61,7 @@ class VGGBackbone(nn.Sequential):
     def load_pretrained(self, weights: str) -> None:
         """Load torchvision VGG-16 weights (an enum in the torch hub cache, ``imagenet`` = ``IMAGENET1K_V1``, or
         a local file): ``features`` strictly, the classifier ignored here (see :class:`seg.models.VGGDilated`)."""
-        path = weights_file("IMAGENET1K_V1" if weights == "imagenet" else weights, self.arch)
+        path = weights_file(weights, self.arch)
         state = read_state_dict(path)
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         check_state_dict(self, features, f"{path} ({self.arch} features)")

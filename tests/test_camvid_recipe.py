@@ -36,7 +36,8 @@ def test_camvid_imagenet_recipe_fine_tunes_the_pretrained_lite0_encoder():
     cfg = compose_cfg(["+experiment=camvid_imagenet_cpu"])
     net = cfg.model.net
     assert (net.backbone, net.weights, net.output_stride) == ("tf_efficientnet_lite0", "imagenet", 16)
-    assert cfg.model.input_scale == 0.5 and cfg.trainer.max_time == "00:00:55:00"
+    assert cfg.model.input_scale == 1.0 and list(cfg.data.train_transform.crop_size) == [360, 480]
+    assert cfg.trainer.max_time == "00:00:55:00"
 
 
 def test_camvid_imagenet_recipe_validates_on_a_held_out_sequence_too(tmp_path):

@@ -26,12 +26,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model, run_inference_defaults
 from seg.data.base import IGNORE_INDEX
 from seg.data.cityscapes import LABELS, CityscapesSegmentation
-from seg.data.io import read_image, warn_orientation_tags, write_index_mask
+from seg.data.io import IMAGE_SUFFIXES, read_image, warn_orientation_tags, write_index_mask
 from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag, infer
 from seg.viz import overlay
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 FORMATS = ("index", "labelIds")
 

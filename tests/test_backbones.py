@@ -100,14 +100,37 @@ def test_bad_backbone_options_are_one_line_errors(kwargs, match):
 
 
 def test_missing_imagenet_weights_say_how_to_provide_them(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # empty caches
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
     with pytest.raises(FileNotFoundError, match=r"no ImageNet weights for regnetx_002 .*model.net.weights=/path"):
         weights_path("regnetx_002", "imagenet")
     with pytest.raises(FileNotFoundError, match=r"weights package 'efficientnet-lite9-pytorch-model' is not installed"):
         weights_path(LITE, "efficientnet-lite9-pytorch-model")
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         weights_path(LITE, str(tmp_path / "nope.pth"))
+
+
+def test_imagenet_weights_are_read_from_the_hugging_face_cache_when_it_holds_them(monkeypatch, tmp_path):
+    from safetensors.torch import save_file
+
+    name = "mobilenetv3_small_100"
+    repo = timm.get_pretrained_cfg(name).hf_hub_id  # timm/mobilenetv3_small_100.lamb_in1k
+    snapshot = tmp_path / "hf" / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    torch.manual_seed(1)
+    full = timm.create_model(name)
+    save_file(full.state_dict(), snapshot / "model.safetensors")  # the layout huggingface_hub's download leaves
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert weights_path(name, "imagenet") == snapshot / "model.safetensors"
+    backbone = build_backbone(name, output_stride=16, weights="imagenet")
+    assert torch.equal(backbone.model.conv_stem.weight, full.conv_stem.weight)
 
 
 def _timm_file(tmp_path, name, seed=0):

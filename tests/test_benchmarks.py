@@ -81,3 +81,10 @@ def test_data_pipeline_benchmark_runs():
 def test_malloc_benchmark_runs_both_variants_in_their_own_processes():
     out = bench("malloc.py", "--size", "48", "64", "--batch", "2", "--steps", "1", "--rounds", "1")
     assert "| glibc default |" in out and "| keep_freed_memory |" in out and "speed-up:" in out
+
+
+def test_camvid_speed_benchmark_times_each_runtime():
+    out = bench("camvid_speed.py", "--experiment", "camvid_imagenet_cpu", "--size", "64", "96", "--batch", "2",
+                "--rounds", "2")  # fmt: skip
+    assert "untrained camvid_imagenet_cpu: input_scale 1.0, frames 64x96" in out
+    assert "| eager fp32 NCHW |" in out and "| eager fp32 channels_last |" in out

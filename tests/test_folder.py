@@ -115,6 +115,27 @@ def test_bad_folders_name_the_file(tmp_path):
         folder(root, mask_format="rgb")
 
 
+def test_jpeg_masks_are_refused_with_the_reason_and_the_fix(tmp_path):
+    root = make_folder(tmp_path / "jpeg", ["a", "b"], colour=False)
+    for stem in ("a", "b"):
+        mask = np.asarray(Image.open(root / "masks" / f"{stem}.png"))
+        cv2.imwrite(str(root / "masks" / f"{stem}.jpg"), mask)
+        (root / "masks" / f"{stem}.png").unlink()
+    with pytest.raises(ValueError, match=r"masks holds 2 JPEG masks and no PNG: .*re-export them as PNG"):
+        folder(root, mask_format="index")
+
+
+def test_webp_and_ppm_images_are_read_as_seg_predict_reads_them(tmp_path):
+    root = make_folder(tmp_path / "formats", ["a", "b", "c"], colour=False)
+    image = read_image(root / "images" / "a.jpg")
+    for stem, suffix in (("a", ".webp"), ("b", ".ppm")):
+        (root / "images" / f"{stem}.jpg").unlink()
+        cv2.imwrite(str(root / "images" / f"{stem}{suffix}"), image[..., ::-1])
+    ds = folder(root, mask_format="index")
+    assert [image.suffix for image, _ in ds.files] == [".webp", ".ppm", ".jpg"]
+    assert ds.load(1)[0].shape == image.shape
+
+
 def test_classes_from_a_yaml_file_and_bad_entries(tmp_path):
     path = tmp_path / "classes.yaml"
     path.write_text("- {name: bg, color: [0, 0, 0]}\n- {name: leaf, color: [0, 200, 0]}\n")

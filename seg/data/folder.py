@@ -20,8 +20,8 @@ import yaml
 from PIL import Image
 
 from seg.data.base import IGNORE_INDEX, SegmentationDataset, palette_from, voc_colormap
+from seg.data.io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_FORMATS = ("index", "color")
 SPLIT_FILE = "{split}.txt"
 # ADE20K's convention: 0 ("other") is ignored and 1..N become 0..N-1; 255 stays ignored
@@ -131,7 +131,7 @@ class FolderSegmentation(SegmentationDataset):
                 self._colour_labels = np.append(self._colour_labels, np.uint8(IGNORE_INDEX))
             order = np.argsort(self._colour_keys)
             self._colour_keys, self._colour_labels = self._colour_keys[order], self._colour_labels[order]
-        self.layout = f"{image_dir}/<stem>.{{jpg,png,tif,bmp}} and {mask_dir}/<stem>.png"
+        self.layout = f"{image_dir}/<stem>.{{jpg,png,tif,bmp,webp,ppm}} and {mask_dir}/<stem>.png"
         super().__init__(root, split, transform, check_files=check_files)
 
     @classmethod
@@ -160,9 +160,23 @@ class FolderSegmentation(SegmentationDataset):
             raise ValueError(f"{self.name}: no {what}s ({', '.join(suffixes)}) in {folder}")
         return found
 
+    def _refuse_jpeg_masks(self, folder: Path) -> None:
+        """ValueError, with how to fix it, when the mask folder holds JPEG files and no PNG."""
+        if not folder.is_dir():
+            return
+        suffixes = [p.suffix.lower() for p in folder.iterdir() if p.is_file()]
+        jpegs = sum(s in (".jpg", ".jpeg") for s in suffixes)
+        if jpegs and ".png" not in suffixes:
+            raise ValueError(
+                f"{self.name}: {folder} holds {jpegs} JPEG masks and no PNG: masks must be lossless, as JPEG's "
+                "compression changes the label values along every edge (pixels between two classes get values "
+                "of neither); re-export them as PNG from the labelling tool (converting the JPEGs keeps the damage)"
+            )
+
     def all_pairs(self) -> list[tuple[str, Path, Path]]:
         """Every (stem, image, mask) of the folders, sorted by stem; an unpaired file is an error naming it."""
         images = self._files(self._folder(self.image_dir), IMAGE_SUFFIXES, "image")
+        self._refuse_jpeg_masks(self._folder(self.mask_dir))
         masks = self._files(self._folder(self.mask_dir), (".png",), "mask")
         lonely_images = sorted(set(images) - set(masks))
         if lonely_images:

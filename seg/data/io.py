@@ -18,6 +18,8 @@ from PIL import Image
 log = logging.getLogger(__name__)
 EXIF_ORIENTATION = 0x0112  # 1 = as stored; 2-8 = mirrored and/or rotated on display
 
+# image files seg reads (data=folder, seg-predict): formats both OpenCV (pixels) and PIL (headers) read
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 INDEX_MASK_MODES = ("P", "L")
 JPEG_END = b"\xff\xd9"  # end-of-image marker
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk that closes every PNG

@@ -1,0 +1,120 @@
+"""Frames per second of a CamVid model on the CPU, per runtime: PyTorch eager (NCHW, channels_last) and ONNX
+Runtime (fp32, int8), single frames and batches of 8, interleaved rounds.
+
+    python benchmarks/camvid_speed.py --ckpt RUN/checkpoints/last.ckpt [--onnx-dir EXPORT] [--size 360 480]
+    python benchmarks/camvid_speed.py --experiment camvid_imagenet_cpu     # an untrained copy of a recipe's net
+
+A frame is a normalised (1, 3, H, W) float batch; its time covers the network at ``model.input_scale`` (the
+resize in, the scores upsampled to H x W) and the argmax to a class map, as ``seg-predict`` runs it.
+``--onnx-dir`` is a ``seg-export quantize=int8`` output folder (``model.onnx``, ``model.int8.onnx``, and its
+``export.json`` with both models' val mIoU); the ONNX models run at the network's input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def build(args: argparse.Namespace) -> tuple[torch.nn.Module, float, str]:
+    """(eval-mode net, input scale, description) from a checkpoint or a recipe's config."""
+    if args.ckpt:
+        from seg.checkpoint import load_model, run_inference_defaults
+
+        loaded = load_model(args.ckpt, channels_last=False)
+        scale = run_inference_defaults(loaded.run_cfg)["input_scale"]
+        return loaded.net.float().eval(), scale, str(args.ckpt)
+    from hydra.utils import instantiate
+
+    from seg.hydra_utils import compose_config
+
+    cfg = compose_config([f"+experiment={args.experiment}", "model.net.weights=null"])
+    return instantiate(cfg.model.net).eval(), float(cfg.model.input_scale), f"untrained {args.experiment}"
+
+
+def pipeline(logits_of: Callable[[torch.Tensor], torch.Tensor], scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """frame batch -> class map at the frame's size, the net run at ``scale``."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        if scale != 1.0:
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        logits = logits_of(x)
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits.argmax(dim=1)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", type=Path, default=None)
+    parser.add_argument("--experiment", default="camvid_imagenet_cpu")
+    parser.add_argument("--onnx-dir", type=Path, default=None, help="a seg-export quantize=int8 folder")
+    parser.add_argument("--size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    from bench_utils import interleave, machine
+
+    from seg.malloc import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    net, scale, what = build(args)
+    cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+
+    def eager(model: torch.nn.Module, channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+
+        return logits
+
+    runtimes = {"eager fp32 NCHW": eager(net, False), "eager fp32 channels_last": eager(cl, True)}
+    report = {}
+    if args.onnx_dir:
+        from seg.export import onnx_runner
+
+        for name, file in (("ONNX Runtime fp32", "model.onnx"), ("ONNX Runtime int8", "model.int8.onnx")):
+            if (args.onnx_dir / file).is_file():
+                run = onnx_runner(args.onnx_dir / file, args.threads)
+                runtimes[name] = lambda x, run=run: torch.from_numpy(run(x.numpy()))
+        export_json = args.onnx_dir / "export.json"
+        if export_json.is_file():
+            report = json.loads(export_json.read_text()).get("int8", {})
+    h, w = args.size
+    generator = torch.Generator().manual_seed(0)
+    frame, batch = torch.randn(1, 3, h, w, generator=generator), torch.randn(args.batch, 3, h, w, generator=generator)
+    pipelines = {name: pipeline(fn, scale) for name, fn in runtimes.items()}
+    one = {name: (lambda fn=fn: fn(frame)) for name, fn in pipelines.items()}
+    many = {name: (lambda fn=fn: fn(batch)) for name, fn in pipelines.items()}
+    single, batched = interleave(one, args.rounds, warmup=2), interleave(many, max(2, args.rounds // 4), warmup=1)
+    print(f"{machine()}\n{what}: input_scale {scale}, frames {h}x{w}; medians of {args.rounds} single frames and "
+          f"{max(2, args.rounds // 4)} batches of {args.batch}, interleaved\n")  # fmt: skip
+    print("| runtime | ms / frame (batch 1) | frames / s (batch 1) | frames / s (batch 8) | val mIoU |")
+    print("|---|---:|---:|---:|---:|")
+    miou = {"ONNX Runtime fp32": report.get("mIoU_fp32"), "ONNX Runtime int8": report.get("mIoU_int8")}
+    for name in runtimes:
+        ms = statistics.median(single[name]) * 1000
+        fps_batch = args.batch / statistics.median(batched[name])
+        score = miou.get(name)
+        print(f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {fps_batch:.1f} | {'' if score is None else f'{score:.4f}'} |")
+    if report:
+        print(f"\n(val mIoU of the ONNX models from {args.onnx_dir / 'export.json'}: {report.get('images')} images)")
+
+
+if __name__ == "__main__":
+    main()

@@ -132,8 +132,8 @@ def test_webp_and_ppm_images_are_read_as_seg_predict_reads_them(tmp_path):
         (root / "images" / f"{stem}.jpg").unlink()
         cv2.imwrite(str(root / "images" / f"{stem}{suffix}"), image[..., ::-1])
     ds = folder(root, mask_format="index")
-    assert [image.suffix for image, _ in ds.files] == [".webp", ".ppm", ".jpg"]
-    assert ds.load(1)[0].shape == image.shape
+    assert [path.suffix for _, path, _ in ds.all_pairs()] == [".webp", ".ppm", ".jpg"]
+    assert all(ds.load(i)[0].shape == image.shape for i in range(len(ds)))
 
 
 def test_classes_from_a_yaml_file_and_bad_entries(tmp_path):

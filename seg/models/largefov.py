@@ -7,14 +7,13 @@ the context module). ASPP, DeepLabV3+ and the other heads run on the same backbo
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from seg.models.context_module import BASIC_DILATIONS, ContextModule
 from seg.models.segmenter import Segmenter
-from seg.models.weights import read_state_dict, weights_file
 
 
 def fc_to_conv(weight: Tensor, bias: Tensor, conv: nn.Conv2d, fc_input_size: int) -> tuple[Tensor, Tensor] | None:
@@ -75,8 +74,7 @@ class VGGDilated(Segmenter):
         aux: bool = False,
         weights: str | None = None,
     ):
-        super().__init__(num_classes, "vgg16_bn" if batch_norm else "vgg16", output_stride=8, aux=aux,
-                         weights=weights)  # fmt: skip
+        super().__init__(num_classes, "vgg16_bn" if batch_norm else "vgg16", output_stride=8, aux=aux)
         self.batch_norm = batch_norm
         pad = fc6_dilation * (fc6_kernel - 1) // 2
         self.fc6 = nn.Sequential(
@@ -86,18 +84,16 @@ class VGGDilated(Segmenter):
         self.classifier = nn.Conv2d(fc7_channels, num_classes, 1)
         self.context = ContextModule(num_classes, tuple(context_dilations)) if context else None
         if weights:
-            load_fc_weights(self, weights)
+            load_fc_weights(self, *self.backbone.load_pretrained(weights))
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:
         logits = self.classifier(self.fc7(self.fc6(features["out"])))
         return self.context(logits) if self.context is not None else logits
 
 
-def load_fc_weights(net: VGGDilated, weights: str) -> None:
-    """fc6/fc7 of torchvision VGG-16 weights converted to ``net``'s convolutions when the sizes allow (the
-    backbone's ``features`` are loaded, strictly, by the backbone itself)."""
-    path = weights_file(weights, net.backbone.arch)
-    state = read_state_dict(path)
+def load_fc_weights(net: VGGDilated, path: str, state: Mapping[str, Tensor]) -> None:
+    """fc6/fc7 of torchvision VGG-16 weights (``state``, read from ``path``) converted to ``net``'s convolutions
+    when the sizes allow (the backbone's ``features`` are loaded, strictly, by the backbone itself)."""
     fc6, fc7 = net.fc6[0], net.fc7[0]
     converted = [
         fc_to_conv(state[f"classifier.{i}.weight"], state[f"classifier.{i}.bias"], conv, side)

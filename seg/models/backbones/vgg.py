@@ -58,14 +58,16 @@ class VGGBackbone(nn.Sequential):
         self._ends = {"low": pool3, "aux": pool4 + 1, "out": len(self)}  # slice ends (pool3 itself is not in low)
         self.channels = {"low": 256, "aux": 512, "out": 512}
 
-    def load_pretrained(self, weights: str) -> None:
+    def load_pretrained(self, weights: str) -> tuple[str, dict[str, Tensor]]:
         """Load torchvision VGG-16 weights (an enum in the torch hub cache, ``imagenet`` = ``IMAGENET1K_V1``, or
-        a local file): ``features`` strictly, the classifier ignored here (see :class:`seg.models.VGGDilated`)."""
+        a local file): ``features`` strictly. Returns the file and all its tensors, so that
+        :class:`seg.models.VGGDilated` converts fc6/fc7 from them without reading the file again."""
         path = weights_file(weights, self.arch)
         state = read_state_dict(path)
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         check_state_dict(self, features, f"{path} ({self.arch} features)")
         self.load_state_dict(features, strict=True)
+        return path, state
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Return conv3_3 ("low"), conv4_3 after pool4's slot ("aux") and the last layer's output ("out")."""

@@ -302,3 +302,18 @@ def test_head_lr_mult_and_init_from_treat_a_timm_backbone_as_a_resnet(cfg_train,
     assert "re-initialised aux_classifier.4, classifier.4 for 3 classes (the file has 5)" in line
     trained = load_model(ckpt).net
     assert torch.equal(fresh.backbone.model.conv_stem.weight, trained.backbone.model.conv_stem.weight)
+
+
+def test_seg_train_normalises_the_inputs_as_the_timm_backbone_expects(cfg_train, monkeypatch):
+    from seg.data.datamodule import SegDataModule
+    from seg.train import train
+
+    built = []
+    setup = SegDataModule.setup
+    monkeypatch.setattr(SegDataModule, "setup", lambda self, stage=None: (built.append(self), setup(self, stage))[1])
+    with open_dict(cfg_train):
+        cfg_train.model.net.update(backbone=LITE, output_stride=16, aspp_rates=[1, 2, 3])
+    train(cfg_train)
+    for transform in (built[0].train_transform, built[0].val_transform):
+        step = _normalize_step(transform)
+        assert tuple(step.mean) == (0.5, 0.5, 0.5) and tuple(step.std) == (0.5, 0.5, 0.5)

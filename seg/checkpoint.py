@@ -1,4 +1,4 @@
-"""Checkpoint I/O: atomic checkpoint writes, resume checks, and models rebuilt from checkpoints for inference.
+"""Checkpoint I/O: atomic checkpoint writes and models rebuilt from checkpoints for inference.
 
 Reads Lightning checkpoints of this repository (the net is rebuilt from the run folder's ``.hydra/config.yaml``)
 and torchvision ``deeplabv3_resnet*`` / ``fcn_resnet*`` state_dicts (seg's DeepLabV3 and FCN keep torchvision's
@@ -26,7 +26,7 @@ from seg.models.weights import CheckpointError, check_state_dict, read_state_dic
 from seg.module import SegModule
 
 __all__ = [
-    "AtomicCheckpointIO", "CheckpointError", "LoadedModel", "check_resume_checkpoint", "data_config", "load_model",
+    "AtomicCheckpointIO", "CheckpointError", "LoadedModel", "data_config", "load_model",
     "load_net_weights", "newest_checkpoint", "read_state_dict", "safe_load", "unwrap_state_dict",
 ]  # fmt: skip
 
@@ -69,15 +69,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return checkpoint
         # whatever the caller asks, never unpickle arbitrary objects (a checkpoint may come from anywhere)
         return safe_load(path)
-
-
-def check_resume_checkpoint(checkpoint: object, path: str | Path, module: SegModule) -> None:
-    """Before training: the network in ``checkpoint`` (loaded from ``path``) fits ``module.net``: same class
-    count, layers and shapes; else :class:`CheckpointError` naming the file.
-
-    Loads the weights into ``module.net`` on the way, which the resume then overwrites with the same values.
-    """
-    load_net_weights(module.net, unwrap_state_dict(checkpoint, path), path)
 
 
 @dataclass

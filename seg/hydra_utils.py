@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import hydra._internal.utils as hydra_utils
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -121,6 +122,44 @@ def plugin_hint(message: str) -> str:
     return ""
 
 
+def _parses(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        OverridesParser.create().parse_override(override)
+    except Exception:
+        return False
+    return True
+
+
+def _shell_quote(arg: str) -> str:
+    """``arg`` quoted for a POSIX shell, in double quotes where that is exact (easier to read beside '...')."""
+    return f'"{arg}"' if not re.search(r'["$`\\]', arg) else shlex.quote(arg)
+
+
+def override_error(exc: OverrideParseException, argv: list[str]) -> str:
+    """Hydra's parse error of a command-line override as one line with the quoted form that works: for a value
+    the shell split at a space (``data.root=/data/my set``), the whole override in shell quotes; for a value with
+    characters of Hydra's grammar, the value in Hydra's quotes inside the shell's as well."""
+    bad = exc.override
+    where = argv.index(bad) if bad in argv else -1
+    split = "=" not in bad and not bad.startswith("~") and where > 0 and "=" in argv[where - 1]
+    if split:  # the words up to the next override are the rest of the previous value
+        end = where
+        while end + 1 < len(argv) and "=" not in argv[end + 1] and not argv[end + 1].startswith("~"):
+            end += 1
+        override = " ".join(argv[where - 1 : end + 1])
+        why = "the shell split a value with a space into words; quote the whole override"
+    else:
+        override, why = bad, "quote the value for Hydra, inside the shell's quotes"
+    key, sep, value = override.partition("=")
+    if not sep or value.startswith(("[", "{")) and not split:  # a list or dict: not a quoting problem
+        return one_line(exc)
+    if not _parses(override):
+        override = f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+    return f"cannot parse the override {bad!r}: {why}: {_shell_quote(override)}"
+
+
 def _full_error() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -187,6 +226,11 @@ def compact_config_errors() -> Iterator[None]:
         def guarded():
             try:
                 return func()
+            except OverrideParseException as e:  # a command-line override Hydra's grammar cannot read
+                if _full_error():
+                    raise
+                print(f"error: {override_error(e, sys.argv[1:])}", file=sys.stderr)
+                sys.exit(1)
             except CompactHydraException as e:  # ConfigCompositionException, MissingConfigException, ...
                 if _full_error():
                     raise

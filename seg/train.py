@@ -22,13 +22,14 @@ from rich.console import Console
 from seg.atomic import write_json_atomic
 from seg.callbacks.final_validation import FinalValidation
 from seg.callbacks.resume import ResumeState
-from seg.checkpoint import AtomicCheckpointIO, check_resume_checkpoint, init_weights, safe_load
+from seg.checkpoint import AtomicCheckpointIO, init_weights, safe_load
 from seg.data.base import SegmentationDataset
 from seg.data.class_weights import resolve_class_weights
 from seg.data.transforms import with_model_normalization
 from seg.hydra_utils import config_tree, entry_point, in_multirun
 from seg.metrics import metrics_report, print_report
 from seg.models import input_normalization
+from seg.resume_check import check_resume_checkpoint, check_resume_config
 
 __all__ = ["main", "train"]
 log = logging.getLogger("seg.train")  # not __name__: "__main__" under python -m seg.train
@@ -81,6 +82,8 @@ def train(cfg: DictConfig) -> float:
     ckpt_path = cfg.get("ckpt_path")
     # a resume checkpoint that is missing, unreadable or unsafe fails before the model is built
     checkpoint = safe_load(ckpt_path) if ckpt_path is not None else None
+    if checkpoint is not None:
+        check_resume_config(cfg, ckpt_path)  # another network refused; changed batch size, lr, seed... named
     # median_freq / inverse_log: counted over the train split's masks once, cached under outputs/cache
     weights = resolve_class_weights(cfg.model.get("class_weights"), datamodule.train_set,
                                     Path(cfg.paths.log_dir) / "cache" / "class_weights", out_dir)  # fmt: skip

@@ -105,7 +105,17 @@ CASES = {
         "+model.net.dilation=2 (Key 'dilation' is not in struct)",
     ),
     "missing_checkpoint": ("args", "checkpoint not found: {tmp}/missing.ckpt"),
-    "other_class_count": ("args", "last.ckpt was trained for 5 classes but the model is built for 21"),
+    "unquoted_path_with_space": (
+        "args",
+        "cannot parse the override 'set': the shell split a value with a space into words; quote the whole "
+        'override: "data.root={tmp}/my set"',
+    ),
+    "path_with_grammar_characters": (
+        "args",
+        "cannot parse the override 'data.root={tmp}/my set (1)': quote the value for Hydra, inside the shell's "
+        "quotes: \"data.root='{tmp}/my set (1)'\"",
+    ),
+    "other_class_count": ("args", "last.ckpt: its run trained for 5 classes, this run for 21: a resume continues"),
     "unsafe_checkpoint": ("args", "evil.ckpt: refused by torch.load(weights_only=True): it pickles a"),
     "evaluate_missing_checkpoint": ("args", "checkpoint not found: {tmp}/missing.ckpt"),
     "evaluate_other_class_count": ("args", "last.ckpt predicts 5 classes but VOCSegmentation has 21"),
@@ -125,6 +135,8 @@ def case_args(name: str, tmp: Path, data: Path, run_ckpt: Path) -> tuple[str, li
         "unknown_backbone": ("seg.train", [*train, "model.net.backbone=resnet7"]),
         "unknown_override_key": ("seg.train", [*train, "model.net.dilation=2"]),
         "missing_checkpoint": ("seg.train", [*train, f"ckpt_path={tmp / 'missing.ckpt'}"]),
+        "unquoted_path_with_space": ("seg.train", [*train, f"data.root={tmp}/my", "set"]),  # data.root=.../my set
+        "path_with_grammar_characters": ("seg.train", [*train, f"data.root={tmp}/my set (1)"]),
         "other_class_count": ("seg.train", [*voc, f"ckpt_path={run_ckpt}"]),
         "unsafe_checkpoint": ("seg.train", [*train, f"ckpt_path={evil}"]),
         "evaluate_missing_checkpoint": ("seg.evaluate", [f"ckpt_path={tmp / 'missing.ckpt'}", *out]),

@@ -1,16 +1,20 @@
-"""job_status.json: a job ended by SIGTERM (scancel, a time limit) is recorded as failed, with its SLURM job id."""
+"""job_status.json: a job ended by SIGTERM (scancel, a time limit) is recorded as failed, with its SLURM job id; one
+stopped by Ctrl-C (SIGINT) as interrupted, with its last checkpoint and the command that resumes it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from seg.analysis.sweep import load_run
 from seg.callbacks.job_status import slurm_job_id
+from tests.test_reliability import tiny_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,3 +55,38 @@ def test_slurm_job_id_outside_and_inside_arrays(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "16")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
     assert slurm_job_id() == "16_0"
+
+
+def test_ctrl_c_during_training_is_recorded_with_the_command_that_resumes_it(tmp_path, tiny_data_dir):
+    """A real ``python -m seg.train`` sent SIGINT (what Ctrl-C sends) after its first checkpoint: job_status.json says
+    interrupted, with the checkpoint's step; the last line of stderr is a command that resumes the run to the end."""
+    # 24 train images in batches of 4: 6 steps an epoch, 24 in all; last.ckpt every 3 steps
+    args = [*tiny_args(tiny_data_dir), "trainer.max_epochs=4", "callbacks.last_checkpoint.every_n_train_steps=3"]
+    run_dir = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "seg.train", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr[-2000:]  # Lightning's graceful shutdown, then exit status 1
+    assert not (run_dir / "metrics.json").exists()
+
+    record = json.loads((run_dir / "job_status.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGINT" and record["elapsed_s"] > 0
+    assert record["last_checkpoint"] == str(ckpt.resolve()) and 3 <= record["last_checkpoint_step"] < 24
+    assert record["last_checkpoint_step"] % 3 == 0
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("interrupted after") and last_line.endswith(record["resume"]), last_line
+    note = load_run(run_dir, "0").note  # seg-sweep-report shows the interruption and how to go on
+    assert note.startswith("interrupted by SIGINT after") and record["resume"] in note
+
+    command = shlex.split(record["resume"])
+    assert command[0] == "seg-train" and command[-1] == f"ckpt_path={ckpt.resolve()}"
+    overrides = [o for o in command[1:] if not o.startswith("hydra.run.dir=")]
+    resumed = subprocess.run([sys.executable, "-m", "seg.train", *overrides, f"hydra.run.dir={tmp_path / 'resumed'}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["global_step"] == 24

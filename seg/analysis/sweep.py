@@ -103,6 +103,11 @@ def load_run(path: Path, name: str) -> Run:
         return Run(name, path, overrides, "failed", status.get("error", "") + slurm, metrics or {})
     if metrics is not None:
         return Run(name, path, overrides, "ok", "", metrics)
+    if state == "interrupted":  # Ctrl-C: resumable from its last checkpoint, if it had one
+        resume = status.get("resume")
+        where = f"; resume: {resume}" if resume else "; no checkpoint to resume from"
+        note = f"interrupted by {status.get('signal', 'SIGINT')} after {status.get('elapsed_s')} s{where}"
+        return Run(name, path, overrides, "unfinished", note)
     if state == "completed":
         return Run(name, path, overrides, "failed", "completed without metrics.json (no validation ran?)")
     if state == "running":

@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from seg.callbacks.job_status import record_checkpoint
+
 
 class LastCheckpoint(Callback):
     """Keeps ``dirpath/last.ckpt`` the newest state of the run: after every validation, at the end of training
@@ -44,6 +46,7 @@ class LastCheckpoint(Callback):
     def _save(self, trainer: pl.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # the full state: resumable
         self._saved_step = trainer.global_step
+        record_checkpoint(self.path, trainer.global_step)  # for job_status.json, should a signal stop the job
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         n, step = self.every_n_train_steps, trainer.global_step

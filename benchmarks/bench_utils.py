@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from seg import cpu_precision
+
 
 def machine() -> str:
     """One line: CPU model and cores (or the GPU), torch version, threads, date."""
@@ -33,6 +35,12 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{datetime.date.today().isoformat()}"
     )
+
+
+def default_precision() -> str:
+    """``bf16`` where the CPU has AMX (or a GPU is used), else ``fp32``: a benchmark's default precision is the one
+    seg trains in on this machine (bf16 is emulated, many times slower, on CPUs without AMX)."""
+    return "bf16" if torch.cuda.is_available() or cpu_precision() == "bf16-mixed" else "fp32"
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, interleave, median  # noqa: E402
+from bench_utils import default_precision, header, interleave, median  # noqa: E402
 
 from seg.hydra_utils import compose_config  # noqa: E402
 from seg.metrics import ConfusionMatrix  # noqa: E402
@@ -34,6 +34,12 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--classes", type=int, default=21)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=default_precision(),
+        help="default: the machine's (bf16 autocast where the CPU has AMX, else fp32)",
+    )
     a = p.parse_args()
     header("Confusion-matrix accumulation against a validation step", "python " + " ".join(sys.argv))
     torch.manual_seed(0)
@@ -43,7 +49,8 @@ def main() -> None:
     x = torch.randn(a.batch, 3, a.size, a.size, generator=g)
     y = torch.randint(0, a.classes, (a.batch, a.size, a.size), generator=g, dtype=torch.uint8)
     y[:, :: a.size // 16] = 255  # ~6 % void rows
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    bf16 = a.precision == "bf16"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         preds = module(x).argmax(dim=1)
     target = y.long()
 
@@ -59,7 +66,7 @@ def main() -> None:
     print(f"the three confusion matrices are equal ({int(results[0].sum())} counted pixels)")
 
     def val_step() -> None:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # self.log outside a Trainer
             module.validation_step((x, y), 0)
 
@@ -67,7 +74,7 @@ def main() -> None:
     variants.update({name: (lambda acc=acc: acc.update(preds, target)) for name, acc in accumulators.items()})
     net = cfg.model.net
     print(f"model: quickstart DeepLabV3 {net.backbone} OS {net.output_stride}, {a.classes} classes, "
-          f"batch {a.batch}x3x{a.size}x{a.size}, bf16 + channels_last; {a.rounds} rounds")  # fmt: skip
+          f"batch {a.batch}x3x{a.size}x{a.size}, {a.precision} + channels_last; {a.rounds} rounds")  # fmt: skip
     times = interleave(variants, a.rounds, warmup=1)
     step = median(times["validation step"])
     print(f"  validation step (seg, with seg.metrics.ConfusionMatrix): {step * 1000:8.1f} ms")

@@ -11,9 +11,10 @@ DeepLab training augmentation (random scale 0.5-2.0, pad, random crop, flip, nor
               written as PNG into a temporary Cityscapes tree, crop 769.
 Each is timed in-process (dataset[i]) and through a DataLoader with one worker (adds collation and the transfer of
 batches through shared memory). The model side is the recipe's network (ResNet-101 OS 16, multi-grid, ASPP
-6/12/18; +experiment=voc_dilated / cityscapes_dilated) training at that crop on this machine with seg's fast path
-(bf16 + channels_last), batch 2. For a GPU, images/s is estimated from the forward FLOPs (counted on the meta
-device) and an assumed model FLOP utilisation of the GPU's dense bf16 peak; benchmarks/gpu.sh measures it.
+6/12/18; +experiment=voc_dilated / cityscapes_dilated) training at that crop on this machine in its precision
+(channels_last; bf16 autocast where the CPU has AMX, else fp32), batch 2. For a GPU, images/s is estimated from
+the forward FLOPs (counted on the meta device) and an assumed model FLOP utilisation of the GPU's dense bf16 peak;
+benchmarks/gpu.sh measures it.
 Skips with a message when ../shared/data is absent.
 """
 
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, median, timed  # noqa: E402
+from bench_utils import default_precision, header, median, timed  # noqa: E402
 
 from seg.data.cityscapes import CityscapesSegmentation  # noqa: E402
 from seg.data.transforms import train_transforms  # noqa: E402
@@ -103,7 +104,8 @@ def forward_flops(num_classes: int, crop: int) -> int:
 
 
 def model_rate(num_classes: int, crop: int, batch: int, steps: int) -> float:
-    """Images/s of training steps (bf16 autocast + channels_last) on this machine."""
+    """Images/s of training steps (channels_last, bf16 autocast where the CPU has AMX) on this machine."""
+    bf16 = default_precision() == "bf16"
     torch.manual_seed(0)
     net = recipe_net(num_classes).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
@@ -111,7 +113,7 @@ def model_rate(num_classes: int, crop: int, batch: int, steps: int) -> float:
     y = torch.randint(0, num_classes, (batch, crop, crop))
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(net(x)["out"], y, ignore_index=255)
         loss.backward()
         opt.step()
@@ -155,7 +157,8 @@ def main() -> None:
         print(f"{name}: source {image.shape[1]}x{image.shape[0]}, {len(ds)} files")
         print(f"  one worker, in process:        {proc:7.2f} images/s")
         print(f"  one worker, through DataLoader: {loader:7.2f} images/s")
-        print(f"  model on this machine ({threads} cores, ResNet-101 OS 16, bf16, batch 2): {model:.3f} images/s "
+        print(f"  model on this machine ({threads} cores, ResNet-101 OS 16, {default_precision()}, batch 2): "
+              f"{model:.3f} images/s "
               f"-> one worker delivers {min(proc, loader) / model:.0f}x what it consumes")  # fmt: skip
         for gpu, peak in GPUS.items():
             rate = a.mfu * peak / (3 * flops)

@@ -5,10 +5,10 @@
                                                                             # a bigger model
 
 Both sides train copies of the same net (same initial weights) on the same pre-collated batches of the quickstart's
-synthetic data, in the configured precision (bf16 autocast + channels_last by default), with the same SGD parameter
-groups and per-step poly schedule. The Lightning side is ``python -m seg.train``'s Trainer with the default callbacks
-(checkpointing, LR monitor, rich progress bar) and loggers (CSV, TensorBoard), and variants without the progress bar,
-without TensorBoard, and bare, to show where any overhead goes.
+synthetic data, in the machine's precision by default (bf16 autocast with AMX, else fp32; channels_last), with the
+same SGD parameter groups and per-step poly schedule. The Lightning side is ``python -m seg.train``'s Trainer with
+the default callbacks (checkpointing, LR monitor, rich progress bar) and loggers (CSV, TensorBoard), and variants
+without the progress bar, without TensorBoard, and bare, to show where any overhead goes.
 
 The two sides alternate *step by step* (drift on a shared machine cancels within each pair): a callback runs one
 plain-loop step right after every Lightning step. A Lightning step is the interval between consecutive batch starts
@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header  # noqa: E402
 
+from seg import cpu_precision  # noqa: E402
 from seg.hydra_utils import compose_config  # noqa: E402
 
 
@@ -161,7 +162,12 @@ def main() -> None:
     p.add_argument("--output-stride", type=int, default=None, help="default: the quickstart's")
     p.add_argument("--size", type=int, default=96, help="crop size (the quickstart's 96)")
     p.add_argument("--batch", type=int, default=8, help="batch size (the quickstart's 8)")
-    p.add_argument("--precision", default="bf16-mixed", choices=["bf16-mixed", "32-true"])
+    p.add_argument(
+        "--precision",
+        default=cpu_precision(),
+        choices=["bf16-mixed", "32-true"],
+        help="default: the machine's (bf16-mixed where the CPU has AMX, else 32-true)",
+    )
     p.add_argument("--steps", type=int, default=25, help="Lightning steps per fit")
     p.add_argument("--fits", type=int, default=2, help="fits of each Trainer kind, their order alternated")
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS), help="Trainer variants")

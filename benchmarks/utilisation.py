@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, median, sgd_step, timed  # noqa: E402
+from bench_utils import default_precision, header, median, sgd_step, timed  # noqa: E402
 
 from seg.models import DeepLabV3  # noqa: E402
 
@@ -97,6 +97,13 @@ def main() -> None:
     p.add_argument("--fp32-n", type=int, default=4096, help="matmul size for the fp32 ceiling")
     p.add_argument("--bf16-n", type=int, default=8192, help="matmul size for the bf16 ceiling")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="default: fp32, and bf16 (+ channels_last) where the CPU has AMX",
+    )
     a = p.parse_args()
     if a.batch < 2:
         p.error("--batch must be >= 2 (BatchNorm on ASPP's 1x1 pooled map needs two values per channel)")
@@ -106,7 +113,10 @@ def main() -> None:
     y = torch.randint(0, 21, (a.batch, a.size, a.size), generator=g)
     print(f"seg DeepLabV3 {a.backbone} OS {a.output_stride} (ASPP 12/24/36, aux), batch {a.batch}x3x{a.size}x{a.size}")
     variants = {}
-    for name, bf16, n in (("fp32 NCHW", False, a.fp32_n), ("bf16 + channels_last", True, a.bf16_n)):
+    precisions = a.precisions or (["fp32", "bf16"] if default_precision() == "bf16" else ["fp32"])
+    chosen = [v for v in (("fp32 NCHW", False, a.fp32_n), ("bf16 + channels_last", True, a.bf16_n))
+              if ("bf16" if v[1] else "fp32") in precisions]  # fmt: skip
+    for name, bf16, n in chosen:
         torch.manual_seed(0)
         net = DeepLabV3(21, backbone=a.backbone, output_stride=a.output_stride, aspp_rates=[12, 24, 36], aux=True)
         xi = x

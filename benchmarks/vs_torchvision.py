@@ -24,7 +24,7 @@ import torch
 from torchvision.models.segmentation import deeplabv3_resnet50
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, interleave, median, paired_ratio, sgd_step  # noqa: E402
+from bench_utils import default_precision, header, interleave, median, paired_ratio, sgd_step  # noqa: E402
 
 from seg.models import DeepLabV3  # noqa: E402
 
@@ -44,7 +44,13 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--variants", nargs="+", default=["tv_fp32", "seg_fp32", "seg_fp32_cl", "seg_fast", "tv_fast"])
+    fast = ["seg_fast", "tv_fast"] if default_precision() == "bf16" else []  # bf16 is emulated without AMX
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["tv_fp32", "seg_fp32", "seg_fp32_cl", *fast],
+        help="default: the bf16 variants only where the CPU has AMX",
+    )
     a = p.parse_args()
     if a.batch < 2:
         p.error("--batch must be >= 2 (BatchNorm on ASPP's 1x1 pooled map needs two values per channel)")

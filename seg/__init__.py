@@ -2,8 +2,6 @@
 
 from omegaconf import OmegaConf
 
-from seg.data.folder import num_classes as _num_classes
-
 
 def cpu_precision() -> str:
     """``bf16-mixed`` on CPUs with AMX (bf16 matrix units: several times faster than fp32), else ``32-true``: on
@@ -17,6 +15,13 @@ def cpu_precision() -> str:
     return "bf16-mixed" if " amx_bf16" in flags else "32-true"
 
 
-# ${seg.num_classes:${data.classes}} in conf/data/folder.yaml: the class count of an inline list or a YAML file
+def _num_classes(spec):
+    """``${seg.num_classes:${data.classes}}`` in conf/data/folder.yaml: the class count of an inline list or a YAML
+    file. Imported when a config uses it, so that ``import seg.models`` does not import the data stack."""
+    from seg.data.folder import num_classes
+
+    return num_classes(spec)
+
+
 OmegaConf.register_new_resolver("seg.num_classes", _num_classes, replace=True)
 OmegaConf.register_new_resolver("seg.cpu_precision", cpu_precision, replace=True)

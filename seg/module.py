@@ -1,5 +1,5 @@
-"""The LightningModule: cross-entropy (+ auxiliary losses), an optimiser with warm-up + poly decay, and
-confusion-matrix metrics."""
+"""The LightningModule: the configured loss (cross-entropy, OHEM, Dice, Lovasz, focal or a weighted sum; plus the
+auxiliary head's), an optimiser with warm-up + poly decay, and confusion-matrix metrics."""
 
 from __future__ import annotations
 

@@ -43,6 +43,14 @@ def test_confmat_benchmark_checks_the_accumulators_agree():
     assert "the three confusion matrices are equal" in out and "% of the validation step" in out
 
 
+def test_vs_smp_benchmark_runs_both_libraries_on_a_shared_architecture():
+    pytest.importorskip("segmentation_models_pytorch", reason="the bench extra (pip install 'seg[bench]')")
+    out = bench("vs_smp.py", "--archs", "dlv3_lite0_os16", "--sizes", "64x96", "--train-batch", "2",
+                "--infer-batches", "1", "--formats", "cl", "--rounds", "1", "--warmup", "0")  # fmt: skip
+    assert "## dlv3_lite0_os16: parameters seg" in out and "smp" in out
+    assert "| dlv3_lite0_os16 | train | 64x96 | 2 | cl |" in out and "| dlv3_lite0_os16 | infer | 64x96 | 1 | cl |" in out
+
+
 @pytest.mark.slow
 def test_gpu_script_cpu_check_including_ddp():
     out = run("bash", str(BENCH / "gpu.sh"), "--cpu-check")

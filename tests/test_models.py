@@ -280,3 +280,14 @@ def test_unknown_or_foreign_enum(name, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(ValueError, match=name.split(".")[0]):
         meta(DilatedResNet, 18, 8).load_pretrained(name)
+
+
+def test_importing_the_models_does_not_import_the_data_stack():
+    """A model import costs a model import: OpenCV, albumentations and torchdata come with seg.data only."""
+    import subprocess
+    import sys
+
+    heavy = "('cv2', 'albumentations', 'torchdata')"
+    code = f"import sys, seg.models; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -20,7 +20,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import Progress
 from torch import nn
 
 from seg.atomic import write_json_atomic
@@ -29,6 +28,7 @@ from seg.data.base import IGNORE_INDEX
 from seg.extras import require
 from seg.hydra_utils import entry_point
 from seg.metrics import ConfusionMatrix, metrics_from_confmat
+from seg.progress import progress_bar
 
 FORMATS = ("onnx", "torchscript")
 _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's enum names
@@ -168,7 +168,7 @@ def compare_on_split(
     seconds = {"fp32": 0.0, "int8": 0.0}
     for run in (fp32, int8):  # warm-up: the first call allocates
         run(_image(dataset, 0))
-    with Progress(console=console or Console(stderr=True), transient=True) as progress:
+    with progress_bar(console or Console(stderr=True), transient=True) as progress:
         for index in progress.track(range(count), description="int8 vs fp32"):
             image, mask = dataset[index]
             x = np.asarray(image, dtype=np.float32)[None]

@@ -21,7 +21,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model, run_inference_defaults
 from seg.data.base import IGNORE_INDEX
@@ -29,6 +28,7 @@ from seg.data.cityscapes import LABELS, CityscapesSegmentation
 from seg.data.io import IMAGE_SUFFIXES, read_image, warn_orientation_tags, write_index_mask
 from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag, infer
+from seg.progress import progress_bar
 from seg.viz import overlay
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -118,8 +118,7 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     warn_orientation_tags([src for src, _ in inputs])
     label_ids = train_to_label_ids()
     result = Predictions()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(console) as progress:
         for src, rel in progress.track(inputs, description=f"predict ({inference.describe()})"):
             try:
                 image = read_image(src)
@@ -163,9 +162,8 @@ def predict_video(
         capture.release()
         raise OSError(f"{dst}: cannot open an mp4v video writer")
     result, start = Predictions(), time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task(f"predict {src.name}", total=total)
             while True:
                 ok, frame = capture.read()

@@ -15,11 +15,11 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
 from seg.hydra_utils import entry_point
+from seg.progress import progress_bar
 
 
 @dataclass
@@ -84,8 +84,7 @@ def shared_ids(datasets: dict[str, SegmentationDataset], train_split: str, val_s
 
 def scan(datasets: dict[str, SegmentationDataset], result: CheckResult, console: Console) -> None:
     """Inspect every pair under a progress bar; collect problems and label pixel counts."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(console) as progress:
         for split, ds in datasets.items():
             report = result.splits[split] = SplitReport(split, pairs=len(ds))
             task = progress.add_task(f"{ds.name} {split}", total=len(ds))

@@ -51,12 +51,11 @@ def count_labels(dataset, num_classes: int, *, progress: bool = True) -> tuple[n
         image_pixels[counts > 0] += mask.size
 
     if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from seg.progress import progress_bar
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         name = getattr(dataset, "name", type(dataset).__name__)
         split = getattr(dataset, "split", "")
-        with Progress(*columns, transient=False) as bar:
+        with progress_bar() as bar:
             task = bar.add_task(f"counting labels: {name} {split}".rstrip(), total=n)
             for i in range(n):
                 one(i)

@@ -1,7 +1,8 @@
 """Training entry point: ``python -m seg.train [+experiment=NAME] [overrides]``.
 
 Composes the config, instantiates data, model, callbacks, loggers and trainer, fits, writes ``metrics.json``
-into the run folder and returns the optimised metric (for Hydra sweepers). Bad input (data, config values, a
+into the run folder (:mod:`seg.report`, as ``seg.evaluate`` does) and returns the final metrics; the command
+returns ``cfg.optimized_metric`` of them to Hydra's sweepers. Bad input (data, config values, a
 resume checkpoint) is found before the model is built or trained and ends with one ``error: ...`` line.
 """
 
@@ -19,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 
-from seg.atomic import write_json_atomic
 from seg.callbacks.final_validation import FinalValidation
 from seg.callbacks.resume import ResumeState
 from seg.checkpoint import AtomicCheckpointIO, init_weights, safe_load
@@ -27,11 +27,11 @@ from seg.data.base import SegmentationDataset
 from seg.data.class_weights import resolve_class_weights
 from seg.data.transforms import with_model_normalization
 from seg.hydra_utils import config_tree, entry_point, in_multirun
-from seg.metrics import metrics_report, print_report
 from seg.models import input_normalization
+from seg.report import validation_report, write_report
 from seg.resume_check import check_resume_checkpoint, check_resume_config
 
-__all__ = ["main", "train"]
+__all__ = ["main", "objective", "train"]
 log = logging.getLogger("seg.train")  # not __name__: "__main__" under python -m seg.train
 
 
@@ -57,8 +57,9 @@ def check_class_count(model_cfg: DictConfig, dataset: SegmentationDataset) -> No
             )
 
 
-def train(cfg: DictConfig) -> float:
-    """Fit the configured model on the configured data; return ``cfg.optimized_metric``."""
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured model on the configured data; return the final logged metrics (``val/mIoU``,
+    ``val/mIoU_best``, ...; none when the final weights were not validated) and ``global_step``."""
     if cfg.get("print_config") and rank_zero_only.rank == 0:
         Console().print(config_tree(cfg))  # print_config=false turns it off
     if cfg.get("seed") is not None:
@@ -116,40 +117,41 @@ def train(cfg: DictConfig) -> float:
 
     # the metrics of the final weights only: never the sanity check's, nor an earlier validation's
     validated = final.validated_step == trainer.global_step
-    score = trainer.callback_metrics.get(cfg.optimized_metric)
     if validated and model.last_val_metrics is not None and trainer.is_global_zero:
-        report = metrics_report(model.last_val_metrics, datamodule.class_names)
         best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
-        report.update(
-            mIoU_best=float(best) if best is not None else float("nan"),
-            epoch=trainer.current_epoch,
-            global_step=trainer.global_step,
-            train_wall_s=round(wall, 1),
-            pixels=int(model.last_val_confmat.sum()),  # labelled pixels scored: each val image exactly once
-        )
-        if model.last_extra_val_metrics:  # data.extra_val_splits, e.g. a held-out CamVid sequence
-            report["extra_val"] = {split: metrics_report(m, datamodule.class_names)
-                                   for split, m in model.last_extra_val_metrics.items()}  # fmt: skip
-        write_json_atomic(out_dir / "metrics.json", report)
-        print_report(report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
-        log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall,
-                 out_dir / "metrics.json")  # fmt: skip
+        report = validation_report(model, datamodule.class_names, epoch=trainer.current_epoch,
+                                   global_step=trainer.global_step, train_wall_s=round(wall, 1),
+                                   mIoU_best=float(best) if best is not None else float("nan"))  # fmt: skip
+        path = write_report(out_dir, report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
+        log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall, path)
         for split, extra in report.get("extra_val", {}).items():
             log.info("%s mIoU %.4f", split, extra["mIoU"])
     elif not validated:
         log.warning("no validation of the final weights (validation is off): no metrics.json written")
-    value = float(score) if score is not None else float("nan")
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1} if validated else {}
+    return {**logged, "global_step": trainer.global_step}
+
+
+def objective(metrics: dict[str, float], cfg: DictConfig) -> float:
+    """``cfg.optimized_metric`` of ``train``'s metrics, for Hydra's sweepers; in a multirun, a run that never
+    validated or diverged is an error (Optuna refuses a NaN objective with a traceback of its own)."""
+    value = metrics.get(cfg.optimized_metric, float("nan"))
     if math.isnan(value) and in_multirun():
-        # a sweeper must record this job as failed: Optuna's refuses a NaN objective with its own traceback
-        state = "not logged" if score is None else "nan"
+        state = "not logged" if cfg.optimized_metric not in metrics else "nan"
         raise ValueError(
-            f"optimized_metric {cfg.optimized_metric} is {state} after {trainer.global_step} steps: the run never "
-            "validated (trainer.limit_val_batches, check_val_every_n_epoch) or diverged"
+            f"optimized_metric {cfg.optimized_metric} is {state} after {metrics.get('global_step')} steps: the run "
+            "never validated "
+            "(trainer.limit_val_batches, check_val_every_n_epoch) or diverged"
         )
     return value
 
 
-main = entry_point("train", train)
+def run(cfg: DictConfig) -> float:
+    """The command: train, then hand ``cfg.optimized_metric`` to Hydra."""
+    return objective(train(cfg), cfg)
+
+
+main = entry_point("train", run)
 
 if __name__ == "__main__":
     main()

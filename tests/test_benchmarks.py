@@ -48,7 +48,8 @@ def test_vs_smp_benchmark_runs_both_libraries_on_a_shared_architecture():
     out = bench("vs_smp.py", "--archs", "dlv3_lite0_os16", "--sizes", "64x96", "--train-batch", "2",
                 "--infer-batches", "1", "--formats", "cl", "--rounds", "1", "--warmup", "0")  # fmt: skip
     assert "## dlv3_lite0_os16: parameters seg" in out and "smp" in out
-    assert "| dlv3_lite0_os16 | train | 64x96 | 2 | cl |" in out and "| dlv3_lite0_os16 | infer | 64x96 | 1 | cl |" in out
+    assert "| dlv3_lite0_os16 | train | 64x96 | 2 | cl |" in out
+    assert "| dlv3_lite0_os16 | infer | 64x96 | 1 | cl |" in out
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_sweep_knobs_have_short_override_paths():
 
 
 def test_tiny_fit_writes_checkpoints_and_metrics(cfg_train, tmp_path):
-    score = train(cfg_train)
+    score = train(cfg_train)[cfg_train.optimized_metric]
     assert 0.0 <= score <= 1.0
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts), ckpts
@@ -114,7 +114,7 @@ def test_metrics_come_from_a_validation_of_the_final_weights(cfg_train, tmp_path
             OmegaConf.update(cfg_train, key, value)
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(cfg_train, tmp_path / ".hydra" / "config.yaml")
-    score = train(cfg_train)
+    score = train(cfg_train)[cfg_train.optimized_metric]
     report = json.loads((tmp_path / "metrics.json").read_text())
     if "trainer.max_time" in overrides:
         assert 0 < report["global_step"] < 1000 * 3  # stopped by the clock, wherever it was
@@ -140,7 +140,7 @@ def test_miou_best_is_the_logged_value_not_a_local_cache(cfg_train, tmp_path, mo
         self.val_miou_best.compute = lambda: pytest.fail("val_miou_best recomputed after fit")
 
     monkeypatch.setattr(SegModule, "on_train_end", no_recompute, raising=False)
-    score = train(cfg_train)
+    score = train(cfg_train)[cfg_train.optimized_metric]
     report = json.loads((tmp_path / "metrics.json").read_text())
     with (tmp_path / "csv" / "metrics.csv").open() as f:
         logged = [row["val/mIoU_best"] for row in csv.DictReader(f) if row.get("val/mIoU_best")]
@@ -161,7 +161,7 @@ def test_train_returns_the_best_validation_miou_not_the_last(cfg_train, tmp_path
     monkeypatch.setattr(seg.module, "metrics_from_confmat", faked)
     with open_dict(cfg_train):
         cfg_train.trainer.max_epochs = 2
-    score = train(cfg_train)
+    score = train(cfg_train)[cfg_train.optimized_metric]
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["mIoU"] == pytest.approx(0.4) and report["mIoU_best"] == pytest.approx(0.6)
     assert score == pytest.approx(0.6) and score == report["mIoU_best"]

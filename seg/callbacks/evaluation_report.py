@@ -9,13 +9,12 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from torchmetrics import Metric
 
-from seg.atomic import write_json_atomic
-from seg.metrics import metrics_report, print_report
-from seg.viz import save_confusion_matrix
+from seg.report import validation_report, write_report
 
 
 class EvaluationReport(Callback):
-    """On rank 0 after validation: print the table, write ``metrics.json`` and ``confusion_matrix.png``.
+    """On rank 0 after validation: print the table, write ``metrics.json`` and ``confusion_matrix.png``
+    (:mod:`seg.report`, as ``seg.train`` does).
 
     A callback, so that it runs inside the (possibly spawned) rank-0 process that holds the summed matrix.
     """
@@ -35,10 +34,6 @@ class EvaluationReport(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        report = metrics_report(pl_module.last_val_metrics, self.class_names)
-        confmat = pl_module.last_val_confmat
-        report.update(self.extra, pixels=int(confmat.sum()), eval_wall_s=round(time.perf_counter() - self.start, 2))
-        report["confusion_matrix"] = confmat.tolist()
-        write_json_atomic(self.out_dir / "metrics.json", report)
-        save_confusion_matrix(confmat, self.class_names, self.out_dir / "confusion_matrix.png")
-        print_report(report, title=self.title)
+        wall = round(time.perf_counter() - self.start, 2)
+        report = validation_report(pl_module, self.class_names, **self.extra, eval_wall_s=wall)
+        write_report(self.out_dir, report, self.title, pl_module.last_val_confmat, self.class_names)

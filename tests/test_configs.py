@@ -49,7 +49,19 @@ def test_model_deeplabv3_holds_segmodule_defaults():
     assert {k: cfg.scheduler[k] for k in DEFAULT_SCHEDULER.keywords} == DEFAULT_SCHEDULER.keywords
 
 
-@pytest.mark.parametrize("name", ["context", "deeplabv3plus", "vgg_largefov", "quickstart"])
+@pytest.mark.parametrize("name", ["context", "deeplabv3plus", "fcn"])
+def test_architecture_presets_hold_class_and_segmodule_defaults(name):
+    """model=NAME names an architecture: its net config as written (the class defaults) and model=deeplabv3's
+    training settings; nothing tuned for a dataset (that lives in experiment/, the quickstart in model=quickstart)."""
+    cfg = compose_cfg([f"model={name}"]).model
+    base = compose_cfg(["model=deeplabv3"]).model
+    net = OmegaConf.load(Path(CONF_DIR) / "model" / "net" / f"{name}.yaml")
+    assert OmegaConf.to_container(cfg.net) == OmegaConf.to_container(net), name
+    for key in set(base) - {"net"}:
+        assert cfg[key] == base[key], (name, key)
+
+
+@pytest.mark.parametrize("name", ["context", "deeplabv3plus", "fcn", "vgg_largefov", "quickstart"])
 def test_model_configs_start_from_deeplabv3(name):
     raw = OmegaConf.load(Path(CONF_DIR) / "model" / f"{name}.yaml")
     assert raw.defaults[0] in ("deeplabv3", "quickstart")

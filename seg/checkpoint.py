@@ -22,12 +22,13 @@ from torch import Tensor, nn
 from seg.atomic import atomic_write
 from seg.data.transforms import with_model_normalization
 from seg.models import FCN, DeepLabV3
-from seg.models.weights import CheckpointError, check_state_dict, read_state_dict, safe_load, unwrap_state_dict
+from seg.models.weights import CheckpointError, check_state_dict, read_state_dict, safe_load
 from seg.module import SegModule
 
 __all__ = [
-    "AtomicCheckpointIO", "CheckpointError", "LoadedModel", "data_config", "load_model",
-    "load_net_weights", "newest_checkpoint", "read_state_dict", "safe_load", "unwrap_state_dict",
+    "AtomicCheckpointIO", "LoadedModel", "build_module", "check_num_classes", "classifier_keys", "data_config",
+    "find_run_dir", "init_weights", "load_model", "load_net_weights", "load_run_config", "newest_checkpoint",
+    "run_inference_defaults", "torchvision_architecture",
 ]  # fmt: skip
 
 RUN_CONFIG = Path(".hydra") / "config.yaml"
@@ -197,19 +198,6 @@ def init_weights(net: nn.Module, path: str | Path) -> str:
 
 
 # SegModule arguments of run folders written before the optimizer/scheduler became _partial_ nodes: training-only
-_OLD_OPTIMIZER_KEYS = ("lr", "momentum", "weight_decay", "poly_power", "warmup_iters")
-
-
-def _upgrade_model_config(model: DictConfig) -> None:
-    """Let evaluate / predict / export rebuild models of older run folders: drop the old optimizer keys; an old
-    ContextNet's ``aux`` meant supervising the front end (now ``supervise_front_end``)."""
-    for key in _OLD_OPTIMIZER_KEYS:
-        model.pop(key, None)
-    net = model.net
-    if str(net.get("_target_", "")).endswith("ContextNet") and "supervise_front_end" not in net:
-        net.supervise_front_end, net.aux = bool(net.get("aux", True)), False
-
-
 def build_module(run_cfg: DictConfig, channels_last: bool | None = None) -> SegModule:
     """``instantiate(run_cfg.model)`` without fetching backbone weights (the checkpoint holds every weight)."""
     cfg = copy.deepcopy(run_cfg)
@@ -218,7 +206,6 @@ def build_module(run_cfg: DictConfig, channels_last: bool | None = None) -> SegM
             cfg.model.net.weights = None
         if isinstance(cfg.model.get("class_weights"), str):  # computed by seg.train; only the loss uses them
             cfg.model.class_weights = None
-        _upgrade_model_config(cfg.model)
     return instantiate(cfg.model, **({} if channels_last is None else {"channels_last": channels_last}))
 
 

@@ -22,12 +22,13 @@ from rich.console import Console
 
 from seg.callbacks.final_validation import FinalValidation
 from seg.callbacks.resume import ResumeState
-from seg.checkpoint import AtomicCheckpointIO, init_weights, safe_load
+from seg.checkpoint import AtomicCheckpointIO, init_weights
 from seg.data.base import SegmentationDataset
 from seg.data.class_weights import resolve_class_weights
 from seg.data.transforms import with_model_normalization
 from seg.hydra_utils import config_tree, entry_point, in_multirun
 from seg.models import input_normalization
+from seg.models.weights import safe_load
 from seg.report import validation_report, write_report
 from seg.resume_check import check_resume_checkpoint, check_resume_config
 

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from torchvision.models import segmentation
 
-from seg.checkpoint import CheckpointError, load_model, load_net_weights, read_state_dict, torchvision_architecture
+from seg.checkpoint import load_model, load_net_weights, torchvision_architecture
 from seg.hydra_utils import exit_on_error
 from seg.models import FCN, DeepLabV3
+from seg.models.weights import CheckpointError, read_state_dict
 
 
 def _randomise_bn(model: nn.Module) -> nn.Module:

@@ -15,11 +15,12 @@ from omegaconf import OmegaConf, open_dict
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seg import cpu_precision
-from seg.checkpoint import CheckpointError, load_model
+from seg.checkpoint import load_model
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.evaluate import evaluate
 from seg.inference import InferenceConfig, infer
+from seg.models.weights import CheckpointError
 from seg.train import train
 from tests.helpers import compose_cfg, fake_run
 

@@ -12,8 +12,9 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
-from seg.checkpoint import CheckpointError, init_weights
+from seg.checkpoint import init_weights
 from seg.models import DeepLabV3
+from seg.models.weights import CheckpointError
 from seg.train import train
 from tests.helpers import compose_cfg, fake_run
 

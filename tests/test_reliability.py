@@ -18,9 +18,10 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from seg.atomic import write_json_atomic
-from seg.checkpoint import AtomicCheckpointIO, CheckpointError, safe_load
+from seg.checkpoint import AtomicCheckpointIO
 from seg.models.backbones.resnet import DilatedResNet
 from seg.models.context_module import ContextModule
+from seg.models.weights import CheckpointError, safe_load
 from seg.train import train, use_sync_batchnorm
 from tests.helpers import TINY, compose_cfg, labelled_val_pixels
 

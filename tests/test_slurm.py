@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from seg.analysis.sweep import find_runs, slurm_state
-from seg.checkpoint import safe_load
+from seg.models.weights import safe_load
 from tests.helpers import TINY, labelled_val_pixels
 
 pytestmark = pytest.mark.slow

@@ -3,6 +3,7 @@ Runtime (fp32, int8), single frames and batches of 8, interleaved rounds.
 
     python benchmarks/camvid_speed.py --ckpt RUN/checkpoints/last.ckpt [--onnx-dir EXPORT] [--size 360 480]
     python benchmarks/camvid_speed.py --experiment camvid_imagenet_cpu     # an untrained copy of a recipe's net
+    python benchmarks/camvid_speed.py --profile      # where a frame's time goes: encoder, head, upsampling, ops
 
 A frame is a normalised (1, 3, H, W) float batch; its time covers the network at ``model.input_scale`` (the
 resize in, the scores upsampled to H x W) and the argmax to a class map, as ``seg-predict`` runs it.
@@ -57,6 +58,44 @@ def pipeline(logits_of: Callable[[torch.Tensor], torch.Tensor], scale: float) ->
     return run
 
 
+def profile(net: torch.nn.Module, frame: torch.Tensor, scale: float, rounds: int) -> None:
+    """Where a frame's time goes (eager fp32, channels_last, batch 1): the encoder, the head, the upsampling and
+    argmax, each timed alone (medians) with its FLOPs; then the ten operators with the most self CPU time."""
+    from bench_utils import median, timed
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    x = frame.contiguous(memory_format=torch.channels_last)
+    if scale != 1.0:
+        x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        features = net.backbone(x)
+        logits = net.logits(features)
+        parts = {
+            "encoder (backbone)": lambda: net.backbone(x),
+            "head (logits at the feature size)": lambda: net.logits(features),
+            "upsample to the frame + argmax": lambda: F.interpolate(
+                logits, size=frame.shape[-2:], mode="bilinear", align_corners=False
+            ).argmax(dim=1),
+        }
+        print("| part | ms | GFLOP | GFLOP/s |\n|---|---:|---:|---:|")
+        total = 0.0
+        for name, fn in parts.items():
+            fn()
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            flops = counter.get_total_flops() / 2  # multiply-adds counted once each, as papers do
+            t = median([timed(fn) for _ in range(rounds)])
+            total += t
+            rate = f"{flops / t / 1e9:.1f}" if flops else ""
+            print(f"| {name} | {t * 1000:.1f} | {flops / 1e9:.2f} | {rate} |")
+        print(f"| sum | {total * 1000:.1f} | | |\n")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                net(x)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, default=None)
@@ -66,6 +105,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="only the breakdown of one eager frame")
     args = parser.parse_args()
     from bench_utils import interleave, machine
 
@@ -74,6 +114,10 @@ def main() -> None:
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     net, scale, what = build(args)
+    if args.profile:
+        print(f"{machine()}\n{what}: input_scale {scale}, frame {args.size[0]}x{args.size[1]}\n")
+        profile(net, torch.randn(1, 3, *args.size, generator=torch.Generator().manual_seed(0)), scale, args.rounds)
+        return
     cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
 
     def eager(model: torch.nn.Module, channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:

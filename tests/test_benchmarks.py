@@ -97,3 +97,10 @@ def test_camvid_speed_benchmark_times_each_runtime():
                 "--rounds", "2")  # fmt: skip
     assert "untrained camvid_imagenet_cpu: input_scale 1.0, frames 64x96" in out
     assert "| eager fp32 NCHW |" in out and "| eager fp32 channels_last |" in out
+
+
+def test_camvid_speed_profile_breaks_a_frame_down():
+    out = bench("camvid_speed.py", "--profile", "--size", "64", "96", "--rounds", "1")
+    for part in ("| encoder (backbone) |", "| head (logits at the feature size) |", "| upsample to the frame + argmax |"):
+        assert part in out, out[-2000:]
+    assert "Self CPU" in out

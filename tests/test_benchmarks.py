@@ -101,6 +101,6 @@ def test_camvid_speed_benchmark_times_each_runtime():
 
 def test_camvid_speed_profile_breaks_a_frame_down():
     out = bench("camvid_speed.py", "--profile", "--size", "64", "96", "--rounds", "1")
-    for part in ("| encoder (backbone) |", "| head (logits at the feature size) |", "| upsample to the frame + argmax |"):
-        assert part in out, out[-2000:]
+    parts = ("| encoder (backbone) |", "| head (logits at the feature size) |", "| upsample to the frame + argmax |")
+    assert all(part in out for part in parts), out[-2000:]
     assert "Self CPU" in out

@@ -115,10 +115,14 @@ PLUGIN_EXTRAS = {"hydra/sweeper/optuna": "sweep", "hydra/launcher/submitit_slurm
 
 
 def plugin_hint(message: str) -> str:
-    """`` (pip install 'seg[extra]')`` when ``message`` is Hydra's "Could not find" for a plugin's config."""
+    """`` (pip install 'seg[extra]')`` when ``message`` is Hydra's "Could not find" for a plugin's config; where a
+    key moved (``data.dataset.X``: dataset options sit at ``data.X``), the new place."""
     for option, extra in PLUGIN_EXTRAS.items():
         if f"Could not find '{option}'" in message:
             return f" (pip install 'seg[{extra}]')"
+    moved = re.search(r"Could not override 'data\.dataset\.(\w+)'", message)
+    if moved:
+        return f" (dataset options sit at the data. level, next to data.root: data.{moved.group(1)}=...)"
     return ""
 
 

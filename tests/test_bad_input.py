@@ -105,6 +105,11 @@ CASES = {
         "+model.net.dilation=2 (Key 'dilation' is not in struct)",
     ),
     "missing_checkpoint": ("args", "checkpoint not found: {tmp}/missing.ckpt"),
+    "dataset_option_in_its_old_place": (
+        "args",
+        "data.dataset.label_format: dataset options sit at the data. level now, next to data.root: "
+        "data.label_format='labelTrainIds'",
+    ),
     "unquoted_path_with_space": (
         "args",
         "cannot parse the override 'set': the shell split a value with a space into words; quote the whole "
@@ -135,6 +140,10 @@ def case_args(name: str, tmp: Path, data: Path, run_ckpt: Path) -> tuple[str, li
         "unknown_backbone": ("seg.train", [*train, "model.net.backbone=resnet7"]),
         "unknown_override_key": ("seg.train", [*train, "model.net.dilation=2"]),
         "missing_checkpoint": ("seg.train", [*train, f"ckpt_path={tmp / 'missing.ckpt'}"]),
+        "dataset_option_in_its_old_place": (
+            "seg.train",
+            [*tiny_args(data, synthetic=False), "data=cityscapes", *out, "+data.dataset.label_format=labelTrainIds"],
+        ),
         "unquoted_path_with_space": ("seg.train", [*train, f"data.root={tmp}/my", "set"]),  # data.root=.../my set
         "path_with_grammar_characters": ("seg.train", [*train, f"data.root={tmp}/my set (1)"]),
         "other_class_count": ("seg.train", [*voc, f"ckpt_path={run_ckpt}"]),

@@ -66,8 +66,9 @@ class SegDataModule(pl.LightningDataModule):
         pin_memory: page-locked batches for faster GPU copies.
         prepare: ``prepare(root)``, run once per node before set-up (the synthetic data's generator).
         seed: training order and augmentation seed; None: ``seed_everything``'s, else torch's initial seed.
-        **dataset_options: passed on to ``dataset`` (``data=folder``'s ``classes``, ``image_dir``, ... sit at the
-            ``data.`` level of the config, next to the loader settings).
+        **dataset_options: passed on to ``dataset``: every dataset's own options sit at the ``data.`` level of
+            the config, next to the loader settings (``data.classes``, ``data.label_format``, ``data.sbd_root``);
+            the ``data.dataset`` node names the class only.
     """
 
     def __init__(
@@ -89,6 +90,13 @@ class SegDataModule(pl.LightningDataModule):
         **dataset_options: Any,
     ) -> None:
         super().__init__()
+        nested = getattr(dataset, "keywords", None)
+        if nested:  # a config written before the options moved up a level
+            key = next(iter(nested))
+            raise ValueError(
+                f"data.dataset.{key}: dataset options sit at the data. level now, next to data.root: "
+                f"data.{key}={nested[key]!r}"
+            )
         self.dataset = functools.partial(dataset, **dataset_options) if dataset_options else dataset
         self.root = Path(root)
         self.train_transform = train_transform
@@ -145,10 +153,8 @@ class SegDataModule(pl.LightningDataModule):
 
     def dataset_meta(self) -> tuple[type, tuple[str, ...], np.ndarray]:
         """(dataset class, class names, palette) without reading the dataset (:meth:`SegmentationDataset.meta`)."""
-        factory, options = self.dataset, {}
-        while isinstance(factory, functools.partial):  # Hydra's _partial_ (possibly wrapped) + dataset_options
-            options = {**factory.keywords, **options}
-            factory = factory.func
+        factory = self.dataset.func if isinstance(self.dataset, functools.partial) else self.dataset
+        options = self.dataset.keywords if isinstance(self.dataset, functools.partial) else {}
         classes, palette = factory.meta(**options)
         return factory, classes, palette
 

@@ -353,3 +353,26 @@ def test_optuna_study_stops_with_one_line_when_max_failure_rate_is_exceeded(tmp_
         "(trainer.limit_val_batches, check_val_every_n_epoch) or diverged"
     ], proc.stderr[-3000:]
     assert not (tmp_path / "optuna" / "1").exists()  # max_failure_rate=0.0: no trial after the failed one
+
+
+def test_report_shows_the_extra_validation_splits_per_run_and_per_configuration(tmp_path):
+    """Runs validated on a held-out split too (metrics.json's extra_val): a column per split, mean ± std over seeds."""
+    root = tmp_path / "sweep"
+    held_out = {"os32": (0.30, 0.34), "os16": (0.35, 0.33)}  # the held-out mIoU of seeds 1 and 2
+    for i, (os_, seed) in enumerate([(o, s) for o in ("os32", "os16") for s in (1, 2)]):
+        make_run(root, str(i), [f"model/dilation={os_}", f"seed={seed}"], 0.5 + i / 100, {"status": "completed"})
+        path = root / str(i) / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["extra_val"] = {"train@0006R0": {"mIoU": held_out[os_][seed - 1]}}
+        path.write_text(json.dumps(metrics))
+    runs = report(root)
+    assert [r.split_miou("train@0006R0") for r in runs] == [0.33, 0.35, 0.34, 0.30]  # sorted by val mIoU
+    md = (root / "sweep_report.md").read_text()
+    assert "| model/dilation | seeds | failed | mIoU | train@0006R0 mIoU | best mIoU |" in md
+    assert "| os16 | 2 | 0 | 0.5250 ± 0.0071 | 0.3400 ± 0.0141 |" in md
+    assert "| os32 | 2 | 0 | 0.5050 ± 0.0071 | 0.3200 ± 0.0283 |" in md
+    with (root / "sweep_report_configs.csv").open() as f:
+        rows = {r["model/dilation"]: r for r in csv.DictReader(f)}
+    assert float(rows["os32"]["train@0006R0 mean"]) == pytest.approx(0.32)
+    with (root / "sweep_report.csv").open() as f:
+        assert [float(r["train@0006R0 mIoU"]) for r in csv.DictReader(f)] == [0.33, 0.35, 0.34, 0.30]

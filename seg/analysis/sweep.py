@@ -11,7 +11,11 @@ When the sweep repeats configurations with several seeds (the override ``seed`` 
 also grouped by the other swept keys: ``sweep_report.md`` then starts with a table "per configuration, over seeds"
 (number of seeds, mean ± sample std of final and best mIoU and of training wall time, min and max mIoU, and the
 number of failed or unfinished runs, best mean mIoU first) above the per-run table, the same numbers go to
-``sweep_report_configs.csv``, and the plot shows means with std error bars and each seed's value as a dot."""
+``sweep_report_configs.csv``, and the plot shows means with std error bars and each seed's value as a dot.
+
+Runs validated on extra splits as well (``data.extra_val_splits``, e.g. a held-out CamVid sequence) get a column
+``<split> mIoU`` per split in every table and CSV (mean ± std per configuration); the plots show them as hollow
+markers."""
 
 from __future__ import annotations
 
@@ -51,6 +55,16 @@ class Run:
     def miou(self) -> float:
         value = self.metrics.get("mIoU")
         return float(value) if isinstance(value, int | float) else math.nan
+
+    def split_miou(self, split: str) -> float:
+        """The mIoU on an extra validation split (metrics.json's ``extra_val``), NaN when absent."""
+        value = (self.metrics.get("extra_val") or {}).get(split, {}).get("mIoU")
+        return float(value) if isinstance(value, int | float) else math.nan
+
+
+def extra_splits(runs: Sequence[Run]) -> list[str]:
+    """The extra validation splits any run reports, in first-seen order."""
+    return list(dict.fromkeys(s for r in runs for s in (r.metrics.get("extra_val") or {})))
 
 
 def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
@@ -156,6 +170,7 @@ class ConfigSummary:
     train_wall_s_mean: float
     train_wall_s_std: float
     runs: list[Run] = field(default_factory=list, repr=False)
+    splits: dict[str, tuple[float, float]] = field(default_factory=dict)  # extra split -> (mean, std) mIoU
 
     @property
     def seed_mious(self) -> list[float]:
@@ -189,9 +204,13 @@ def _std(values: Sequence[float]) -> float:
 def _summarize(values: dict[str, str], runs: list[Run]) -> ConfigSummary:
     ok = [r for r in runs if r.status == "ok"]
     miou, best, wall = (_numbers(ok, m) for m in ("mIoU", "mIoU_best", "train_wall_s"))
+    splits = {}
+    for split in extra_splits(ok):
+        values_ = [v for v in (r.split_miou(split) for r in ok) if not math.isnan(v)]
+        splits[split] = (_mean(values_), _std(values_))
     return ConfigSummary(
         values, len(ok), len(runs) - len(ok), _mean(miou), _std(miou), min(miou, default=math.nan),
-        max(miou, default=math.nan), _mean(best), _std(best), _mean(wall), _std(wall), runs,
+        max(miou, default=math.nan), _mean(best), _std(best), _mean(wall), _std(wall), runs, splits,
     )  # fmt: skip
 
 
@@ -217,7 +236,8 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
     """All overrides, metrics and per-class IoU, one row per run."""
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
     classes = list(dict.fromkeys(c for r in runs for c in (r.metrics.get("per_class_iou") or {})))
-    header = ["run", "status", "note", *keys, *METRICS, *(f"iou/{c}" for c in classes)]
+    splits = extra_splits(runs)
+    header = ["run", "status", "note", *keys, *METRICS, *(f"{s} mIoU" for s in splits), *(f"iou/{c}" for c in classes)]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -226,19 +246,23 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
             writer.writerow(
                 [r.name, r.status, r.note, *(r.overrides.get(k, "") for k in keys)]
                 + [r.metrics.get(m, "") for m in METRICS]
+                + ["" if math.isnan(r.split_miou(s)) else r.split_miou(s) for s in splits]
                 + [per_class.get(c, "") for c in classes]
             )
 
 
 def to_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
     """The report table: swept values, mIoU (final and best), pixel accuracy, steps, wall time, status."""
-    header = ["run", *keys, "mIoU", "best mIoU", "pixel acc", "steps", "train wall (s)", "status"]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * len(keys) + "---:|" * 5 + "---|"]
+    splits = extra_splits(runs)
+    header = ["run", *keys, "mIoU", *(f"{s} mIoU" for s in splits), "best mIoU", "pixel acc", "steps",
+              "train wall (s)", "status"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * len(keys) + "---:|" * (5 + len(splits)) + "---|"]
     for r in runs:
         m = r.metrics
         status = r.status if not r.note else f"{r.status}: {r.note}".replace("|", "/").replace("\n", " ")
         cells = [r.name, *(r.overrides.get(k, "") for k in keys)]
-        cells += [_fmt(m.get(k)) for k in ("mIoU", "mIoU_best", "pixel_acc", "global_step")]
+        cells += [_fmt(m.get("mIoU")), *(_fmt(r.split_miou(s)) for s in splits)]
+        cells += [_fmt(m.get(k)) for k in ("mIoU_best", "pixel_acc", "global_step")]
         cells.append(_fmt(m.get("train_wall_s"), digits=1))
         lines.append("| " + " | ".join([*cells, status]) + " |")
     return "\n".join(lines)
@@ -253,11 +277,14 @@ def _fmt_pm(mean: float, std: float, digits: int = 4) -> str:
 
 def configs_to_markdown(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> str:
     """The table per configuration, over seeds: seeds, mean ± std of mIoU (final, best) and wall time, min, max."""
-    header = [*keys, "seeds", "failed", "mIoU", "best mIoU", "min mIoU", "max mIoU", "train wall (s)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---:|" * 7]
+    splits = list(dict.fromkeys(split for s in summaries for split in s.splits))
+    header = [*keys, "seeds", "failed", "mIoU", *(f"{split} mIoU" for split in splits), "best mIoU", "min mIoU",
+              "max mIoU", "train wall (s)"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---:|" * (7 + len(splits))]
     for s in summaries:
-        cells = [*(s.values[k] for k in keys), str(s.n), str(s.n_failed)]
-        cells += [_fmt_pm(s.miou_mean, s.miou_std), _fmt_pm(s.miou_best_mean, s.miou_best_std)]
+        cells = [*(s.values[k] for k in keys), str(s.n), str(s.n_failed), _fmt_pm(s.miou_mean, s.miou_std)]
+        cells += [_fmt_pm(*s.splits.get(split, (math.nan, math.nan))) for split in splits]
+        cells += [_fmt_pm(s.miou_best_mean, s.miou_best_std)]
         cells += [_fmt(s.miou_min).replace("nan", "-"), _fmt(s.miou_max).replace("nan", "-")]
         cells.append(_fmt_pm(s.train_wall_s_mean, s.train_wall_s_std, digits=1))
         lines.append("| " + " | ".join(cells) + " |")
@@ -283,9 +310,11 @@ def write_configs_csv(summaries: Sequence[ConfigSummary], keys: Sequence[str], p
     """The numbers per configuration, one row per configuration; NaN (no finished run, a single seed) left empty."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*keys, *CONFIG_COLUMNS])
+        splits = list(dict.fromkeys(split for s in summaries for split in s.splits))
+        writer.writerow([*keys, *CONFIG_COLUMNS, *(f"{split} {c}" for split in splits for c in ("mean", "std"))])
         for s in summaries:
-            numbers = (getattr(s, c) for c in CONFIG_COLUMNS)
+            numbers = [getattr(s, c) for c in CONFIG_COLUMNS]
+            numbers += [v for split in splits for v in s.splits.get(split, (math.nan, math.nan))]
             writer.writerow([*(s.values[k] for k in keys), *("" if math.isnan(v) else v for v in numbers)])
 
 
@@ -381,6 +410,10 @@ def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Fig
         ax.errorbar([x for x, _ in done], [s.miou_mean for _, s in done], yerr=[_or0(s.miou_std) for _, s in done],
                     fmt="o-", capsize=4, label="mIoU (final), mean ± std")  # fmt: skip
         ax.plot([x for x, _ in done], [s.miou_best_mean for _, s in done], "s--", label="best (mean)")
+        for split in dict.fromkeys(split for _, s in done for split in s.splits):
+            stats = [s.splits.get(split, (math.nan, math.nan)) for _, s in done]
+            ax.errorbar([x for x, _ in done], [m for m, _ in stats], yerr=[_or0(d) for _, d in stats], fmt="o:",
+                        mfc="none", capsize=4, label=f"{split} mIoU, mean ± std")  # fmt: skip
         for i, (x, s) in enumerate(done):
             _seed_dots(ax, x, s, i == 0)
         for x, s in pts:
@@ -395,6 +428,10 @@ def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Fig
         ax.bar(xs, means, yerr=[_or0(s.miou_std) for s in summaries], capsize=4, color="tab:blue",
                label="mIoU (final), mean ± std")  # fmt: skip
         ax.plot(xs, [s.miou_best_mean for s in summaries], "k_", ms=20, mew=2, label="best mIoU (mean)")
+        for split in dict.fromkeys(split for s in summaries for split in s.splits):
+            stats = [s.splits.get(split, (math.nan, math.nan)) for s in summaries]
+            ax.errorbar(list(xs), [m for m, _ in stats], yerr=[_or0(d) for _, d in stats], fmt="o", mfc="none",
+                        color="tab:orange", capsize=4, label=f"{split} mIoU, mean ± std")  # fmt: skip
         for x, s in zip(xs, summaries, strict=True):
             _seed_dots(ax, x, s, x == 0)
             if s.n:
@@ -413,9 +450,12 @@ def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Fig
     for s in summaries:
         if s.n and not math.isnan(s.train_wall_s_mean):
             ax_t.errorbar(s.train_wall_s_mean, s.miou_mean, xerr=_or0(s.train_wall_s_std), yerr=_or0(s.miou_std),
-                          fmt="o", capsize=3)  # fmt: skip
+                          fmt="o", color="tab:blue", capsize=3)  # fmt: skip
             ax_t.annotate(_values_label(s.values, keys).replace("\n", ", "), (s.train_wall_s_mean, s.miou_mean),
                           fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+            for mean, std in s.splits.values():
+                ax_t.errorbar(s.train_wall_s_mean, mean, yerr=_or0(std), fmt="o", mfc="none", color="tab:orange",
+                              capsize=3)  # fmt: skip
     ax_t.margins(x=0.25, y=0.15)
     ax_t.set_xlabel("training wall time (s), mean ± std")
     ax_t.set_ylabel("val mIoU, mean ± std")

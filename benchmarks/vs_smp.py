@@ -1,8 +1,9 @@
 """seg against segmentation_models_pytorch (smp), the library most users pick instead: the same architectures,
 one training step and one inference forward, interleaved in one run.
 
-    .venv/bin/python benchmarks/vs_smp.py [--archs dlv3_r50_os8 dlv3p_r50_os16 dlv3_lite0_os16]
-        [--sizes 360x480 512x512] [--rounds 3] [--train-batch 8] [--infer-batches 8 1] [--precision fp32|bf16]
+    .venv/bin/python benchmarks/vs_smp.py     # the default matrix: under 10 minutes on a 2-core CPU
+    .venv/bin/python benchmarks/vs_smp.py --archs dlv3_lite0_os16 --train-batch 8 --infer-batches 8 1
+        [--sizes 360x480 512x512] [--formats nchw cl] [--rounds 2] [--precision fp32|bf16]
 
 Needs the ``bench`` extra (``pip install 'seg[bench]'``: smp 0.6). Both sides are built offline with random
 weights (smp ``encoder_weights=None``, seg without ``weights``), 11 classes, and matched as closely as the two
@@ -15,15 +16,18 @@ libraries allow:
                    ASPP 6/12/18
 
 seg runs without its auxiliary head (smp has none). What still differs is printed per architecture (parameter
-counts of both); the README of the results explains each difference.
+counts of both) and explained in benchmarks/RESULTS.md. smp refuses inputs whose sides are not multiples of the
+output stride (360 is not one of 16): it gets its own advice, the frame zero-padded to the next multiple (368 x
+480; the labels padded with 255), done before the timing; seg runs the 360 x 480 frame as it is.
 
 Per architecture, input size and memory format (NCHW / channels_last):
-  train   forward, cross entropy (ignore 255), backward, SGD (momentum, weight decay), zero_grad; batch 8.
-          Batch 1 cannot train: both libraries' ASPP pooling branch has a BatchNorm over a 1x1 map.
-  infer   eval mode, ``torch.inference_mode``, logits at input size; batch 8 and batch 1.
-Each pair (seg, smp) is timed in interleaved rounds (A B, B A, ...) after a warm-up, and reported as the median
-of the per-round ratios seg / smp (goal: <= 1.00). Peak memory is the largest heap growth (glibc ``mallinfo2``:
-allocated bytes, mmap'd chunks included) during one extra untimed call, sampled every 2 ms.
+  train   forward, cross entropy (ignore 255), backward, SGD (momentum, weight decay), zero_grad; batch 2 by
+          default (``--train-batch 8``: a ResNet-50 step at output stride 8 takes most of a minute here). Batch 1
+          cannot train: both libraries' ASPP pooling branch has a BatchNorm over a 1x1 map.
+  infer   eval mode, ``torch.inference_mode``, logits at input size; batch 1 by default (``--infer-batches 8 1``).
+Each pair (seg, smp) is timed in interleaved rounds (A B, B A, ...) after a warm-up call, and reported as the
+median of the per-round ratios seg / smp (goal: <= 1.00). Peak memory is the largest heap growth (glibc
+``mallinfo2``: allocated bytes, mmap'd chunks included) during the warm-up call, sampled every 2 ms.
 Precision: the machine's (bf16 autocast where the CPU has AMX, else fp32); ``--precision`` chooses.
 """
 
@@ -73,6 +77,15 @@ def build(arch: str) -> tuple[nn.Module, nn.Module]:
     return ours, theirs
 
 
+def smp_padded(x: torch.Tensor, y: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) zero- and 255-padded at the bottom and right to multiples of ``stride`` (what smp asks for)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % stride, -w % stride
+    if not ph and not pw:
+        return x, y
+    return F.pad(x, (0, pw, 0, ph)), F.pad(y, (0, pw, 0, ph), value=255)
+
+
 def _logits(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
     return out["out"] if isinstance(out, dict) else out
 
@@ -99,7 +112,7 @@ def infer(net: nn.Module, x: torch.Tensor, bf16: bool) -> Callable[[], None]:
         net.eval()
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = _logits(net(x))
-        assert logits.shape[-2:] == x.shape[-2:], logits.shape
+        assert logits.shape[-2:] == x.shape[-2:], logits.shape  # the padded frame's for smp
 
     return forward
 
@@ -153,11 +166,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=["dlv3_r50_os8", "dlv3p_r50_os16", "dlv3_lite0_os16"])
     p.add_argument("--sizes", nargs="+", default=["360x480", "512x512"])
-    p.add_argument("--train-batch", type=int, default=8)
-    p.add_argument("--infer-batches", type=int, nargs="+", default=[8, 1])
+    p.add_argument("--train-batch", type=int, default=2)
+    p.add_argument("--infer-batches", type=int, nargs="+", default=[1])
     p.add_argument("--formats", nargs="+", default=["nchw", "cl"], choices=["nchw", "cl"])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (the first measures peak memory)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=default_precision())
     p.add_argument("--no-memory", action="store_true", help="skip the untimed peak-memory call")
     a = p.parse_args()
@@ -181,12 +194,14 @@ def main() -> None:
                 x = torch.randn(batch, 3, h, w, generator=g).contiguous(memory_format=memory_format)
                 y = torch.randint(0, NUM_CLASSES, (batch, h, w), generator=g)
                 y[:, : h // 16] = 255
+                xs, ys = smp_padded(x, y, theirs.encoder.output_stride)
+                xs = xs.contiguous(memory_format=memory_format)
                 if kind == "train":
-                    calls = {"seg": train_step(ours, x, y, bf16), "smp": train_step(theirs, x, y, bf16)}
+                    calls = {"seg": train_step(ours, x, y, bf16), "smp": train_step(theirs, xs, ys, bf16)}
                 else:
-                    calls = {"seg": infer(ours, x, bf16), "smp": infer(theirs, x, bf16)}
-                times = interleave(calls, a.rounds, a.warmup)
-                memory = {} if a.no_memory else {k: peak_memory(fn) for k, fn in calls.items()}
+                    calls = {"seg": infer(ours, x, bf16), "smp": infer(theirs, xs, bf16)}
+                memory = {} if a.no_memory else {k: peak_memory(fn) for k, fn in calls.items()}  # 1st warm-up
+                times = interleave(calls, a.rounds, max(0, a.warmup - (0 if a.no_memory else 1)))
                 ratio = paired_ratio(times["seg"], times["smp"])
                 row = (arch, kind, f"{h}x{w}", batch, fmt, median(times["seg"]), median(times["smp"]), ratio,
                        memory.get("seg"), memory.get("smp"))  # fmt: skip

@@ -130,7 +130,8 @@ class JobStatusCallback(Callback):
         self._write({"status": "running"})
         try:
             for signum, handler in ((signal.SIGTERM, self._on_sigterm), (signal.SIGINT, self._on_sigint)):
-                self._previous_handlers[signum] = signal.signal(signum, handler)
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup / `&` in a script: left ignored
+                    self._previous_handlers[signum] = signal.signal(signum, handler)
         except ValueError:  # not the main thread: signals cannot be caught here
             self._previous_handlers.clear()
 

@@ -63,8 +63,10 @@ def test_ctrl_c_during_training_is_recorded_with_the_command_that_resumes_it(tmp
     # 24 train images in batches of 4: 6 steps an epoch, 24 in all; last.ckpt every 3 steps
     args = [*tiny_args(tiny_data_dir), "trainer.max_epochs=4", "callbacks.last_checkpoint.every_n_train_steps=3"]
     run_dir = tmp_path / "interrupted"
+    # SIGINT at its default in the child, as in a terminal (a script's background job would ignore it)
     proc = subprocess.Popen([sys.executable, "-m", "seg.train", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:

@@ -133,25 +133,3 @@ def test_entry_points_print_one_line_and_exit_1(capsys, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(FileNotFoundError):
         entry()
-
-
-def test_run_folders_of_the_old_config_layout_still_load(cfg_train, tmp_path):
-    """Run configs written before model.optimizer / model.scheduler existed (model.lr, ...) and an old ContextNet
-    (aux meant supervising the front end) rebuild for inference."""
-    from omegaconf import OmegaConf, open_dict
-
-    from seg.checkpoint import build_module
-
-    old = OmegaConf.to_container(cfg_train, resolve=True)
-    model = old["model"]
-    for key in ("optimizer", "scheduler", "loss", "class_weights", "input_scale"):
-        model.pop(key)
-    model.update(lr=0.05, momentum=0.9, weight_decay=1e-4, poly_power=0.9, warmup_iters=50)
-    old = OmegaConf.create(old)
-    assert build_module(old).hparams.num_classes == 5
-    with open_dict(old):
-        old.model.net = {"_target_": "seg.models.context_module.ContextNet", "num_classes": 5, "backbone": "resnet18",
-                         "output_stride": 8, "multi_grid": None, "dilations": [1, 1, 2, 4, 8, 16, 1], "aux": True,
-                         "weights": None, "dropout": 0.1, "front_end_steps": 0}  # fmt: skip
-    net = build_module(old).net
-    assert net.supervise_front_end and net.aux_classifier is None

@@ -153,8 +153,12 @@ class SegDataModule(pl.LightningDataModule):
 
     def dataset_meta(self) -> tuple[type, tuple[str, ...], np.ndarray]:
         """(dataset class, class names, palette) without reading the dataset (:meth:`SegmentationDataset.meta`)."""
-        factory = self.dataset.func if isinstance(self.dataset, functools.partial) else self.dataset
-        options = self.dataset.keywords if isinstance(self.dataset, functools.partial) else {}
+        factory, options = self.dataset, {}
+        # the data-level options around Hydra's _partial_, which Hydra wraps in a partial subclass of its own
+        # (not flattened by functools.partial)
+        while isinstance(factory, functools.partial):
+            options = {**factory.keywords, **options}
+            factory = factory.func
         classes, palette = factory.meta(**options)
         return factory, classes, palette
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seg.checkpoint import RUN_CONFIG, find_run_dir, load_net_weights
+from seg.checkpoint import RUN_CONFIG, find_run_dir, load_net_weights, load_run_config
 from seg.models.weights import CheckpointError, unwrap_state_dict
 from seg.module import SegModule
 
@@ -51,10 +51,14 @@ def _leaves(node: Any, prefix: str) -> dict[str, Any]:
     return out
 
 
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+
+
 def _settings(cfg: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in COMPARED:
-        node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        node = _resolved(cfg, key)
         value = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
         out.update(_leaves(value, key))
     return {k: v for k, v in out.items() if not k.startswith(IGNORED)}
@@ -67,10 +71,6 @@ def changed_settings(before: DictConfig, now: DictConfig) -> dict[str, tuple[Any
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 
-def _resolved(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-
-
 def check_resume_config(cfg: DictConfig, ckpt_path: str | Path) -> dict[str, tuple[Any, Any]]:
     """Compare this run's config with that of the run ``ckpt_path`` comes from (``.hydra/config.yaml`` in its run
     folder): :class:`CheckpointError` for another class count or network, a warning naming every other setting
@@ -79,7 +79,7 @@ def check_resume_config(cfg: DictConfig, ckpt_path: str | Path) -> dict[str, tup
     if run_dir is None:
         log.info("resuming from %s: no %s beside it, the run's settings are not compared", ckpt_path, RUN_CONFIG)
         return {}
-    before = OmegaConf.load(run_dir / RUN_CONFIG)
+    before = load_run_config(run_dir)
     for key in REFUSED:
         old, new = _resolved(before, key), _resolved(cfg, key)
         if old is not None and new is not None and old != new:

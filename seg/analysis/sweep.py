@@ -214,6 +214,11 @@ def _summarize(values: dict[str, str], runs: list[Run]) -> ConfigSummary:
     )  # fmt: skip
 
 
+def summary_splits(summaries: Sequence[ConfigSummary]) -> list[str]:
+    """The extra validation splits of any configuration, in first-seen order."""
+    return list(dict.fromkeys(split for s in summaries for split in s.splits))
+
+
 def aggregate(runs: Sequence[Run], keys: Sequence[str]) -> list[ConfigSummary]:
     """Group `runs` by their values of `keys` (the swept keys but the seed) into configurations, best mean mIoU
     first (configurations without a finished run last); failed and unfinished runs are counted, not averaged."""
@@ -277,7 +282,7 @@ def _fmt_pm(mean: float, std: float, digits: int = 4) -> str:
 
 def configs_to_markdown(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> str:
     """The table per configuration, over seeds: seeds, mean ± std of mIoU (final, best) and wall time, min, max."""
-    splits = list(dict.fromkeys(split for s in summaries for split in s.splits))
+    splits = summary_splits(summaries)
     header = [*keys, "seeds", "failed", "mIoU", *(f"{split} mIoU" for split in splits), "best mIoU", "min mIoU",
               "max mIoU", "train wall (s)"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---:|" * (7 + len(splits))]
@@ -310,7 +315,7 @@ def write_configs_csv(summaries: Sequence[ConfigSummary], keys: Sequence[str], p
     """The numbers per configuration, one row per configuration; NaN (no finished run, a single seed) left empty."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        splits = list(dict.fromkeys(split for s in summaries for split in s.splits))
+        splits = summary_splits(summaries)
         writer.writerow([*keys, *CONFIG_COLUMNS, *(f"{split} {c}" for split in splits for c in ("mean", "std"))])
         for s in summaries:
             numbers = [getattr(s, c) for c in CONFIG_COLUMNS]
@@ -410,7 +415,7 @@ def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Fig
         ax.errorbar([x for x, _ in done], [s.miou_mean for _, s in done], yerr=[_or0(s.miou_std) for _, s in done],
                     fmt="o-", capsize=4, label="mIoU (final), mean ± std")  # fmt: skip
         ax.plot([x for x, _ in done], [s.miou_best_mean for _, s in done], "s--", label="best (mean)")
-        for split in dict.fromkeys(split for _, s in done for split in s.splits):
+        for split in summary_splits([s for _, s in done]):
             stats = [s.splits.get(split, (math.nan, math.nan)) for _, s in done]
             ax.errorbar([x for x, _ in done], [m for m, _ in stats], yerr=[_or0(d) for _, d in stats], fmt="o:",
                         mfc="none", capsize=4, label=f"{split} mIoU, mean ± std")  # fmt: skip
@@ -428,7 +433,7 @@ def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Fig
         ax.bar(xs, means, yerr=[_or0(s.miou_std) for s in summaries], capsize=4, color="tab:blue",
                label="mIoU (final), mean ± std")  # fmt: skip
         ax.plot(xs, [s.miou_best_mean for s in summaries], "k_", ms=20, mew=2, label="best mIoU (mean)")
-        for split in dict.fromkeys(split for s in summaries for split in s.splits):
+        for split in summary_splits(summaries):
             stats = [s.splits.get(split, (math.nan, math.nan)) for s in summaries]
             ax.errorbar(list(xs), [m for m, _ in stats], yerr=[_or0(d) for _, d in stats], fmt="o", mfc="none",
                         color="tab:orange", capsize=4, label=f"{split} mIoU, mean ± std")  # fmt: skip

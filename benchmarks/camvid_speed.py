@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def build(args: argparse.Namespace) -> tuple[torch.nn.Module, float, str]:
     """(eval-mode net, input scale, description) from a checkpoint or a recipe's config."""
     if args.ckpt:
-        from seg.checkpoint import load_model, run_inference_defaults
+        from seg.checkpoint import load_model
+        from seg.run_config import run_inference_defaults
 
         loaded = load_model(args.ckpt, channels_last=False)
         scale = run_inference_defaults(loaded.run_cfg)["input_scale"]

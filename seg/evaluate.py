@@ -18,10 +18,11 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 
 from seg.callbacks.evaluation_report import EvaluationReport
-from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model, run_inference_defaults
+from seg.checkpoint import LoadedModel, load_model
 from seg.data.datamodule import SegDataModule
 from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag
+from seg.run_config import check_num_classes, data_config, run_inference_defaults
 
 TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 

@@ -23,12 +23,13 @@ from rich.console import Console
 from torch import nn
 
 from seg.atomic import write_json_atomic
-from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model
+from seg.checkpoint import LoadedModel, load_model
 from seg.data.base import IGNORE_INDEX
 from seg.extras import require
 from seg.hydra_utils import entry_point
 from seg.metrics import ConfusionMatrix, metrics_from_confmat
 from seg.progress import progress_bar
+from seg.run_config import check_num_classes, data_config
 
 FORMATS = ("onnx", "torchscript")
 _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's enum names

@@ -22,13 +22,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from seg.checkpoint import LoadedModel, check_num_classes, data_config, load_model, run_inference_defaults
+from seg.checkpoint import LoadedModel, load_model
 from seg.data.base import IGNORE_INDEX
 from seg.data.cityscapes import LABELS, CityscapesSegmentation
 from seg.data.io import IMAGE_SUFFIXES, read_image, warn_orientation_tags, write_index_mask
 from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag, infer
 from seg.progress import progress_bar
+from seg.run_config import check_num_classes, data_config, run_inference_defaults
 from seg.viz import overlay
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")

@@ -15,9 +15,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seg.checkpoint import RUN_CONFIG, find_run_dir, load_net_weights, load_run_config
+from seg.init_from import load_net_weights
 from seg.models.weights import CheckpointError, unwrap_state_dict
 from seg.module import SegModule
+from seg.run_config import RUN_CONFIG, find_run_dir, load_run_config
 
 __all__ = ["changed_settings", "check_resume_checkpoint", "check_resume_config"]
 log = logging.getLogger(__name__)

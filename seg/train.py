@@ -22,11 +22,12 @@ from rich.console import Console
 
 from seg.callbacks.final_validation import FinalValidation
 from seg.callbacks.resume import ResumeState
-from seg.checkpoint import AtomicCheckpointIO, init_weights
+from seg.checkpoint import AtomicCheckpointIO
 from seg.data.base import SegmentationDataset
 from seg.data.class_weights import resolve_class_weights
 from seg.data.transforms import with_model_normalization
 from seg.hydra_utils import config_tree, entry_point, in_multirun
+from seg.init_from import init_weights
 from seg.models import input_normalization
 from seg.models.weights import safe_load
 from seg.report import validation_report, write_report

@@ -13,11 +13,12 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from seg.checkpoint import data_config, load_model
+from seg.checkpoint import load_model
 from seg.data.transforms import with_model_normalization
 from seg.models import FCN, ContextNet, DeepLabV3, DeepLabV3Plus, VGGDilated, build_backbone, input_normalization
 from seg.models.backbones.timm import TimmBackbone, convert_efficientnet_lite, weights_path
 from seg.models.weights import CheckpointError, read_state_dict
+from seg.run_config import data_config
 from tests.helpers import compose_cfg, fake_run, needs_shared
 
 LITE = "tf_efficientnet_lite0"
@@ -284,7 +285,7 @@ def test_training_and_tools_normalise_as_the_backbone_expects(cfg_train, tmp_pat
 def test_head_lr_mult_and_init_from_treat_a_timm_backbone_as_a_resnet(cfg_train, tmp_path):
     from hydra.utils import instantiate
 
-    from seg.checkpoint import init_weights
+    from seg.init_from import init_weights
 
     with open_dict(cfg_train):
         cfg_train.model.net.update(backbone=LITE, output_stride=16, aspp_rates=[1, 2, 3])

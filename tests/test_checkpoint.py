@@ -9,9 +9,11 @@ import torch
 from torch import nn
 from torchvision.models import segmentation
 
-from seg.checkpoint import load_model, load_net_weights, torchvision_architecture
+from seg.checkpoint import load_model
 from seg.hydra_utils import exit_on_error
+from seg.init_from import load_net_weights
 from seg.models import FCN, DeepLabV3
+from seg.models.torchvision_layout import torchvision_architecture
 from seg.models.weights import CheckpointError, read_state_dict
 
 

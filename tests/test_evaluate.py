@@ -130,7 +130,7 @@ def test_data_root_override_reads_the_runs_dataset_from_another_copy(cfg_train, 
     refuse `data.root` with "Key 'data' is not in struct"); `data=NAME data.root=DIR` still switches the dataset."""
     import shutil
 
-    from seg.checkpoint import data_config
+    from seg.run_config import data_config
 
     moved = tmp_path / "data_at_training"
     shutil.copytree(tiny_data_dir, moved)

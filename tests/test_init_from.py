@@ -12,7 +12,7 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
-from seg.checkpoint import init_weights
+from seg.init_from import init_weights
 from seg.models import DeepLabV3
 from seg.models.weights import CheckpointError
 from seg.train import train

@@ -28,7 +28,9 @@ from omegaconf.errors import OmegaConfBaseException
 from seg.extras import MissingExtraError
 from seg.malloc import keep_freed_memory
 
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package: works from any folder
+# the top-level conf/ of the source tree (a checkout, an editable install), or its copy inside an installed package
+_PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = str(_PACKAGE_DIR / "conf" if (_PACKAGE_DIR / "conf").is_dir() else _PACKAGE_DIR.parent / "conf")
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

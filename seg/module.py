@@ -38,7 +38,7 @@ def warmup_poly(
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, poly], milestones=[warmup])
 
 
-# the class defaults are seg/conf/model/deeplabv3.yaml's (tests/test_configs.py)
+# the class defaults are conf/model/deeplabv3.yaml's (tests/test_configs.py)
 DEFAULT_OPTIMIZER = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9, weight_decay=1e-4)
 DEFAULT_SCHEDULER = functools.partial(warmup_poly, warmup_steps=0, power=0.9)
 

@@ -19,9 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def test_configs_live_inside_the_package():
-    assert Path(CONF_DIR) == ROOT / "seg" / "conf" and (Path(CONF_DIR) / "train.yaml").is_file()
-    assert not (ROOT / "conf").exists()
+def test_the_configs_are_the_top_level_conf_folder():
+    assert Path(CONF_DIR) == ROOT / "conf" and (Path(CONF_DIR) / "train.yaml").is_file()
+    assert not (ROOT / "seg" / "conf").exists()  # one copy
+
+
+def test_every_package_and_config_folder_is_installed():
+    """pyproject lists seg's packages and conf/'s folders (installed as seg.conf.*) by hand: it must match the disk."""
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"seg.conf": "conf"}
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "seg").rglob("__init__.py")}
+    on_disk |= {".".join(("seg", *d.relative_to(ROOT).parts)) for d in [ROOT / "conf", *(ROOT / "conf").rglob("*")]
+                if d.is_dir() and any(d.glob("*.yaml"))}  # fmt: skip
+    assert sorted(setuptools["packages"]) == sorted(on_disk)
 
 
 @pytest.mark.parametrize("script", sorted(PYPROJECT["project"]["scripts"]))

@@ -1,9 +1,10 @@
-"""Frames per second of a CamVid model on the CPU, per runtime: PyTorch eager (NCHW, channels_last) and ONNX
-Runtime (fp32, int8), single frames and batches of 8, interleaved rounds.
+"""Frames per second of a CamVid model on the CPU, per runtime: PyTorch eager (NCHW, channels_last, channels_last
+with BatchNorm folded) and ONNX Runtime (fp32, int8), single frames and batches of 8, interleaved rounds.
 
     python benchmarks/camvid_speed.py --ckpt RUN/checkpoints/last.ckpt [--onnx-dir EXPORT] [--size 360 480]
     python benchmarks/camvid_speed.py --experiment camvid_imagenet_cpu     # an untrained copy of a recipe's net
     python benchmarks/camvid_speed.py --profile      # where a frame's time goes: encoder, head, upsampling, ops
+    python benchmarks/camvid_speed.py --profile --fold   # the same with BatchNorm folded into the convolutions
 
 A frame is a normalised (1, 3, H, W) float batch; its time covers the network at ``model.input_scale`` (the
 resize in, the scores upsampled to H x W) and the argmax to a class map, as ``seg-predict`` runs it.
@@ -59,13 +60,18 @@ def pipeline(logits_of: Callable[[torch.Tensor], torch.Tensor], scale: float) ->
     return run
 
 
-def profile(net: torch.nn.Module, frame: torch.Tensor, scale: float, rounds: int) -> None:
+def profile(net: torch.nn.Module, frame: torch.Tensor, scale: float, rounds: int, fold: bool = False) -> None:
     """Where a frame's time goes (eager fp32, channels_last, batch 1): the encoder, the head, the upsampling and
     argmax, each timed alone (medians) with its FLOPs; then the ten operators with the most self CPU time."""
     from bench_utils import median, timed
     from torch.utils.flop_counter import FlopCounterMode
 
     net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    if fold:
+        from seg.models.fold_bn import fold_batchnorm
+
+        net, count = fold_batchnorm(net, frame[..., :64, :64].contiguous(memory_format=torch.channels_last))
+        print(f"BatchNorm folded into the convolutions ({count})\n")
     x = frame.contiguous(memory_format=torch.channels_last)
     if scale != 1.0:
         x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -107,6 +113,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="only the breakdown of one eager frame")
+    parser.add_argument("--fold", action="store_true", help="with --profile: BatchNorm folded into the convolutions")
     args = parser.parse_args()
     from bench_utils import interleave, machine
 
@@ -117,7 +124,8 @@ def main() -> None:
     net, scale, what = build(args)
     if args.profile:
         print(f"{machine()}\n{what}: input_scale {scale}, frame {args.size[0]}x{args.size[1]}\n")
-        profile(net, torch.randn(1, 3, *args.size, generator=torch.Generator().manual_seed(0)), scale, args.rounds)
+        frame = torch.randn(1, 3, *args.size, generator=torch.Generator().manual_seed(0))
+        profile(net, frame, scale, args.rounds, args.fold)
         return
     cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
 
@@ -128,7 +136,15 @@ def main() -> None:
 
         return logits
 
-    runtimes = {"eager fp32 NCHW": eager(net, False), "eager fp32 channels_last": eager(cl, True)}
+    from seg.models.fold_bn import fold_batchnorm
+
+    folded, count = fold_batchnorm(cl, torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last))
+    print(f"folded {count} BatchNorms into their convolutions")
+    runtimes = {
+        "eager fp32 NCHW": eager(net, False),
+        "eager fp32 channels_last": eager(cl, True),
+        "eager fp32 channels_last, BatchNorm folded": eager(folded, True),
+    }
     report = {}
     if args.onnx_dir:
         from seg.export import onnx_runner

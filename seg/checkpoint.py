@@ -9,6 +9,7 @@ Everything loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,14 @@ from torch import nn
 
 from seg.atomic import atomic_write
 from seg.init_from import load_net_weights
+from seg.models.fold_bn import fold_batchnorm
 from seg.models.torchvision_layout import torchvision_architecture
 from seg.models.weights import CheckpointError, read_state_dict, safe_load
 from seg.module import SegModule
 from seg.run_config import RUN_CONFIG, find_run_dir, load_run_config
 
 __all__ = ["AtomicCheckpointIO", "LoadedModel", "build_module", "load_model", "newest_checkpoint"]
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -81,6 +84,19 @@ class LoadedModel:
     @property
     def num_classes(self) -> int:
         return int(self.module.hparams.num_classes)
+
+    def fold_batchnorm(self) -> int:
+        """Replace the net by a copy with its BatchNorms folded into their convolutions (for inference only: the
+        same logits to float rounding, checked on a random batch); returns how many were folded."""
+        example = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+        if self.module.hparams.get("channels_last"):
+            example = example.contiguous(memory_format=torch.channels_last)
+        try:
+            self.module.net, folded = fold_batchnorm(self.net.eval(), example)
+        except ValueError as e:  # a layout the folding cannot follow: run the net as it is
+            log.warning("BatchNorm not folded: %s", e)
+            return 0
+        return folded
 
 
 def build_module(run_cfg: DictConfig, channels_last: bool | None = None) -> SegModule:

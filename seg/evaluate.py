@@ -45,6 +45,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model(cfg.ckpt_path, out_dir, channels_last=auto_flag(cfg.inference.channels_last))
     inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
+    folded = loaded.fold_batchnorm() if inference.fold_batchnorm else 0
     datamodule = build_datamodule(cfg, loaded)
     # Lightning's precision plugin owns autocast here, exactly as during the training validation
     loaded.module.inference = dataclasses.replace(inference, precision=None)
@@ -56,6 +57,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         "images": len(datamodule.val_set),
         "inference": inference.describe(),
         "precision": inference.precision,
+        "batchnorm_folded": folded,
     }
     title = f"{extra['dataset']} {split}, {extra['images']} images, {inference.describe()} ({inference.precision})"
     writer = EvaluationReport(out_dir, datamodule.class_names, extra, title)

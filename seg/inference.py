@@ -41,6 +41,9 @@ class InferenceConfig:
     precision: str | None = None
     channels_last: bool = False
     input_scale: float = 1.0  # resize the input by this factor first (a model trained on downscaled images)
+    # seg-evaluate / seg-predict fold BatchNorm into the convolutions when they load the model (seg.models.fold_bn);
+    # the validation during training never does
+    fold_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once (Hydra passes ListConfig and ints)
@@ -50,6 +53,7 @@ class InferenceConfig:
         set_(self, "scales", tuple(float(s) for s in self.scales))
         set_(self, "channels_last", bool(self.channels_last))
         set_(self, "input_scale", float(self.input_scale))
+        set_(self, "fold_batchnorm", bool(self.fold_batchnorm))
         if self.input_scale <= 0:
             raise ValueError(f"inference.input_scale={self.input_scale}; expected a positive factor")
         if self.mode not in MODES:

@@ -112,6 +112,8 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     if cfg.format == "labelIds" and not issubclass(dataset_cls, CityscapesSegmentation):
         raise ValueError(f"format=labelIds is Cityscapes' test-server format; the model is for {dataset_cls.__name__}")
     inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
+    if inference.fold_batchnorm:
+        loaded.fold_batchnorm()
     predictor = Predictor(loaded, instantiate(data_cfg.val_transform), inference, _device(cfg.device))
     out = Path(cfg.output)
     if video:

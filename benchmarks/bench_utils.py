@@ -6,6 +6,7 @@ more variants *within one run*, alternating them (A B B A ...) and taking median
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -85,6 +86,21 @@ def header(title: str, command: str) -> None:
     print(f"# {title}")
     print(f"machine: {machine()}")
     print(f"command: {command}")
+
+
+def training_batch(batch: int, size: int, classes: int = 21, void_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random (images, labels) batch of ``size`` x ``size``; the top ``void_rows`` label rows are 255."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=g)
+    y = torch.randint(0, classes, (batch, size, size), generator=g)
+    y[:, :void_rows] = 255
+    return x, y
+
+
+def check_training_batch(parser: argparse.ArgumentParser, batch: int, flag: str = "--batch") -> None:
+    """A training step needs two samples: BatchNorm on ASPP's 1x1 pooled map has one value per channel per image."""
+    if batch < 2:
+        parser.error(f"{flag} must be >= 2 (BatchNorm on ASPP's 1x1 pooled map needs two values per channel)")
 
 
 def sgd_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool, channels_last: bool = False):

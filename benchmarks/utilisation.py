@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import default_precision, header, median, sgd_step, timed  # noqa: E402
+from bench_utils import check_training_batch, default_precision, header, median, sgd_step, timed, training_batch  # noqa: E402
 
 from seg.models import DeepLabV3  # noqa: E402
 
@@ -105,12 +105,9 @@ def main() -> None:
         help="default: fp32, and bf16 (+ channels_last) where the CPU has AMX",
     )
     a = p.parse_args()
-    if a.batch < 2:
-        p.error("--batch must be >= 2 (BatchNorm on ASPP's 1x1 pooled map needs two values per channel)")
+    check_training_batch(p, a.batch)
     header("Utilisation: training-step FLOP/s against the matmul ceiling", "python " + " ".join(sys.argv))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(a.batch, 3, a.size, a.size, generator=g)
-    y = torch.randint(0, 21, (a.batch, a.size, a.size), generator=g)
+    x, y = training_batch(a.batch, a.size)
     print(f"seg DeepLabV3 {a.backbone} OS {a.output_stride} (ASPP 12/24/36, aux), batch {a.batch}x3x{a.size}x{a.size}")
     variants = {}
     precisions = a.precisions or (["fp32", "bf16"] if default_precision() == "bf16" else ["fp32"])

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import default_precision, header, interleave, median, paired_ratio  # noqa: E402
+from bench_utils import check_training_batch, default_precision, header, interleave, median, paired_ratio  # noqa: E402
 
 from seg.extras import require  # noqa: E402
 from seg.models import DeepLabV3, DeepLabV3Plus  # noqa: E402
@@ -174,8 +174,7 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default=default_precision())
     p.add_argument("--no-memory", action="store_true", help="skip the untimed peak-memory call")
     a = p.parse_args()
-    if a.train_batch < 2:
-        p.error("--train-batch must be >= 2 (BatchNorm on ASPP's 1x1 pooled map needs two values per channel)")
+    check_training_batch(p, a.train_batch, "--train-batch")
     header("seg against segmentation_models_pytorch on shared architectures", "python " + " ".join(sys.argv))
     bf16 = a.precision == "bf16"
     print(f"precision {a.precision}; {a.rounds} interleaved rounds after {a.warmup} warm-up call(s); ratio = seg / smp")

@@ -24,7 +24,16 @@ import torch
 from torchvision.models.segmentation import deeplabv3_resnet50
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import default_precision, header, interleave, median, paired_ratio, sgd_step  # noqa: E402
+from bench_utils import (  # noqa: E402
+    check_training_batch,
+    default_precision,
+    header,
+    interleave,
+    median,
+    paired_ratio,
+    sgd_step,
+    training_batch,
+)
 
 from seg.models import DeepLabV3  # noqa: E402
 
@@ -52,13 +61,9 @@ def main() -> None:
         help="default: the bf16 variants only where the CPU has AMX",
     )
     a = p.parse_args()
-    if a.batch < 2:
-        p.error("--batch must be >= 2 (BatchNorm on ASPP's 1x1 pooled map needs two values per channel)")
+    check_training_batch(p, a.batch)
     header("seg DeepLabV3-ResNet50 OS 8 against torchvision deeplabv3_resnet50", "python " + " ".join(sys.argv))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(a.batch, 3, a.size, a.size, generator=g)
-    y = torch.randint(0, 21, (a.batch, a.size, a.size), generator=g)
-    y[:, : a.size // 16] = 255  # some void pixels, as in VOC
+    x, y = training_batch(a.batch, a.size, void_rows=a.size // 16)  # some void pixels, as in VOC
     specs = {  # name: (model, channels_last, bf16)
         "tv_fp32": ("tv", False, False),
         "seg_fp32": ("seg", False, False),

@@ -97,6 +97,7 @@ def test_camvid_speed_benchmark_times_each_runtime():
                 "--rounds", "2")  # fmt: skip
     assert "untrained camvid_imagenet_cpu: input_scale 1.0, frames 64x96" in out
     assert "| eager fp32 NCHW |" in out and "| eager fp32 channels_last |" in out
+    assert "| eager fp32 channels_last, BatchNorm folded |" in out and "folded 55 BatchNorms" in out
 
 
 def test_camvid_speed_profile_breaks_a_frame_down():

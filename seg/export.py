@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
@@ -27,9 +28,10 @@ from seg.checkpoint import LoadedModel, load_model
 from seg.data.base import IGNORE_INDEX
 from seg.extras import require
 from seg.hydra_utils import entry_point
+from seg.inference import rescale
 from seg.metrics import ConfusionMatrix, metrics_from_confmat
 from seg.progress import progress_bar
-from seg.run_config import check_num_classes, data_config
+from seg.run_config import check_num_classes, data_config, run_inference_defaults
 
 FORMATS = ("onnx", "torchscript")
 _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's enum names
@@ -105,30 +107,37 @@ def max_abs_diffs(net: nn.Module, run: Runner, shapes: Sequence[Sequence[int]], 
     return diffs
 
 
-def _image(dataset: Sequence, index: int) -> np.ndarray:
-    """Sample ``index`` of a dataset with a normalising transform as a (1, 3, H, W) float32 batch."""
-    image = dataset[index][0]
-    return np.asarray(image, dtype=np.float32)[None]
+def _image(dataset: Sequence, index: int, input_scale: float = 1.0) -> np.ndarray:
+    """Sample ``index`` of a dataset with a normalising transform as a (1, 3, H, W) float32 batch, resized by the
+    model's ``input_scale`` as seg's inference resizes it."""
+    image = torch.as_tensor(np.asarray(dataset[index][0], dtype=np.float32))[None]
+    return rescale(image, input_scale).numpy()
 
 
 class ImageReader:
     """Feeds ``count`` images spread evenly over ``dataset`` to onnxruntime's calibrator, one at a time (the
     ``CalibrationDataReader`` protocol: ``get_next`` until None)."""
 
-    def __init__(self, dataset: Sequence, count: int, input_name: str = "image") -> None:
+    def __init__(self, dataset: Sequence, count: int, input_name: str = "image", input_scale: float = 1.0) -> None:
         count = max(1, min(int(count), len(dataset)))
         self.indices = iter(np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist())
-        self.dataset, self.input_name = dataset, input_name
+        self.dataset, self.input_name, self.input_scale = dataset, input_name, input_scale
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         index = next(self.indices, None)
-        return None if index is None else {self.input_name: _image(self.dataset, index)}
+        return None if index is None else {self.input_name: _image(self.dataset, index, self.input_scale)}
 
 
 def quantize_int8(
-    fp32_path: str | Path, int8_path: str | Path, dataset: Sequence, count: int, method: str = "minmax"
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    dataset: Sequence,
+    count: int,
+    method: str = "minmax",
+    input_scale: float = 1.0,
 ) -> Path:
-    """Write a QDQ int8 model (per-channel int8 weights, uint8 activations) calibrated on ``count`` images."""
+    """Write a QDQ int8 model (per-channel int8 weights, uint8 activations) calibrated on ``count`` images, resized
+    by ``input_scale`` (the size the network sees them at)."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"int8.calibration_method={method!r}; expected one of {list(CALIBRATION_METHODS)}")
     quantization = require("onnxruntime.quantization", "export")
@@ -142,7 +151,7 @@ def quantize_int8(
         quantization.quantize_static(
             str(prepared),
             str(int8_path),
-            ImageReader(dataset, count),
+            ImageReader(dataset, count, input_scale=input_scale),
             quant_format=quantization.QuantFormat.QDQ,
             per_channel=True,
             activation_type=quantization.QuantType.QUInt8,
@@ -159,30 +168,35 @@ def compare_on_split(
     num_classes: int,
     limit: int | None = None,
     console: Console | None = None,
+    input_scale: float = 1.0,
 ) -> dict:
     """mIoU of both models on ``dataset`` (image, mask) pairs and their mean per-image latency, interleaved.
 
-    Each image goes through fp32 then int8 right after, so load on the machine slows both alike.
+    The images are resized by the model's ``input_scale`` first and the logits scored at the mask's size, as the
+    training validation scores them. Each image goes through fp32 then int8 right after, so load on the machine
+    slows both alike.
     """
     count = len(dataset) if limit is None else min(int(limit), len(dataset))
     confmats = {k: ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX) for k in ("fp32", "int8")}
     seconds = {"fp32": 0.0, "int8": 0.0}
     for run in (fp32, int8):  # warm-up: the first call allocates
-        run(_image(dataset, 0))
+        run(_image(dataset, 0, input_scale))
     with progress_bar(console or Console(stderr=True), transient=True) as progress:
         for index in progress.track(range(count), description="int8 vs fp32"):
-            image, mask = dataset[index]
-            x = np.asarray(image, dtype=np.float32)[None]
-            target = torch.as_tensor(np.asarray(mask)).long()[None]
+            x = _image(dataset, index, input_scale)
+            target = torch.as_tensor(np.asarray(dataset[index][1])).long()[None]
             for name, run in (("fp32", fp32), ("int8", int8)):
                 start = time.perf_counter()
-                logits = run(x)
+                logits = torch.from_numpy(run(x))
                 seconds[name] += time.perf_counter() - start
-                confmats[name].update(torch.from_numpy(logits).argmax(dim=1), target)
+                if logits.shape[-2:] != target.shape[-2:]:
+                    logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+                confmats[name].update(logits.argmax(dim=1), target)
     miou = {k: metrics_from_confmat(m.compute())["mIoU"] for k, m in confmats.items()}
     ms = {k: 1000 * s / count for k, s in seconds.items()}
     return {
         "images": count,
+        "input_scale": input_scale,
         "mIoU_fp32": miou["fp32"],
         "mIoU_int8": miou["int8"],
         "mIoU_change": miou["int8"] - miou["fp32"],
@@ -216,8 +230,14 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
             run = torchscript_runner(path)
     shapes = [tuple(int(v) for v in s) for s in cfg.check_shapes]
     diffs = max_abs_diffs(net, run, shapes)
+    # the exported file is the network alone: a model trained on downscaled frames wants them downscaled first
+    input_scale = run_inference_defaults(loaded.run_cfg)["input_scale"]
     report = {"ckpt_path": str(cfg.ckpt_path), "format": cfg.format, "file": str(path), "tolerance": cfg.tolerance,
+              "input_scale": input_scale,
               "max_abs_diff": {"x".join(map(str, s)): d for s, d in zip(shapes, diffs, strict=True)}}  # fmt: skip
+    if input_scale != 1.0:
+        console.print(f"the network was trained on frames resized by {input_scale:g}: resize inputs by input_scale "
+                      "first and the logits back to the frame (export.json records it)", markup=False)  # fmt: skip
     for shape, diff in report["max_abs_diff"].items():
         console.print(f"{cfg.format} vs PyTorch, input {shape}: max abs logit difference {diff:.3g}")
     if cfg.quantize:
@@ -240,11 +260,12 @@ def _quantize(cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Pa
     check_num_classes(loaded, type(datamodule.val_set).__name__, datamodule.val_set.num_classes)
     q = cfg.int8
     int8_path = out_dir / "model.int8.onnx"
+    scale = run_inference_defaults(loaded.run_cfg)["input_scale"]  # calibrated and scored at the size it was trained
     with console.status(f"calibrating on {q.calibration_images} training images and quantizing to {int8_path}"):
-        quantize_int8(fp32_path, int8_path, datamodule.train_set, q.calibration_images, q.calibration_method)
+        quantize_int8(fp32_path, int8_path, datamodule.train_set, q.calibration_images, q.calibration_method, scale)
     result = compare_on_split(
         onnx_runner(fp32_path, q.threads), onnx_runner(int8_path, q.threads), datamodule.val_set,
-        loaded.num_classes, limit=q.val_images, console=console,
+        loaded.num_classes, limit=q.val_images, console=console, input_scale=scale,
     )  # fmt: skip
     result.update(file=str(int8_path), calibration_images=q.calibration_images, method=q.calibration_method)
     console.print(

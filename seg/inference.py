@@ -173,6 +173,15 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def rescale(images: Tensor, scale: float) -> Tensor:
+    """``images`` resized by ``scale`` (bilinear, each side rounded and at least 1): what ``input_scale`` does to a
+    model's input."""
+    if scale == 1.0:
+        return images
+    h, w = images.shape[-2:]
+    return _resize(images, (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))))
+
+
 def _autocast(cfg: InferenceConfig, device: torch.device):
     if cfg.precision is None:
         return nullcontext()
@@ -197,9 +206,7 @@ def infer(
     """
     cfg = cfg or InferenceConfig()
     size = tuple(int(s) for s in (out_size if out_size is not None else images.shape[-2:]))
-    if cfg.input_scale != 1.0:
-        h, w = images.shape[-2:]
-        images = _resize(images, (max(1, int(h * cfg.input_scale + 0.5)), max(1, int(w * cfg.input_scale + 0.5))))
+    images = rescale(images, cfg.input_scale)
     h, w = images.shape[-2:]
     with torch.no_grad(), _autocast(cfg, images.device):
         if cfg.single_view:

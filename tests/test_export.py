@@ -101,3 +101,25 @@ def test_timm_backbone_exports_to_onnx_int8_and_torchscript_with_parity(cfg_trai
     with torch.no_grad():
         scripted = torchscript_runner(tmp_path / "ts" / "model.pt")(x.numpy())
         np.testing.assert_allclose(scripted, net(x).numpy(), atol=1e-4)
+
+
+def test_int8_comparison_runs_a_downscaled_model_at_its_input_scale():
+    """A model trained at input_scale 0.5 is scored as validation scores it: half-size input, logits upsampled to
+    the full-size mask (here a runner that is right only at half size scores mIoU 1 and sees only half sizes)."""
+    from seg.export import ImageReader, compare_on_split
+
+    masks = [np.kron(np.eye(2, dtype=np.uint8)[[i % 2, 1 - i % 2]], np.ones((8, 12), np.uint8)) for i in range(3)]
+    dataset = [(np.zeros((3, 16, 24), np.float32) + i, m) for i, m in enumerate(masks)]  # (image CHW, mask 16x24)
+    seen = []
+
+    def runner(x: np.ndarray) -> np.ndarray:
+        seen.append(x.shape[-2:])
+        half = masks[int(x[0, 0, 0, 0])][::2, ::2]  # the right answer at the size it is given
+        return np.stack([half == 0, half == 1])[None].astype(np.float32) if x.shape[-2:] == (8, 12) else \
+            np.zeros((1, 2, *x.shape[-2:]), np.float32)  # fmt: skip
+
+    result = compare_on_split(runner, runner, dataset, num_classes=2, input_scale=0.5)
+    assert set(seen) == {(8, 12)} and result["mIoU_fp32"] == result["mIoU_int8"] == 1.0
+    assert result["input_scale"] == 0.5
+    reader = ImageReader(dataset, 2, input_scale=0.5)
+    assert [batch["image"].shape for batch in iter(reader.get_next, None)] == [(1, 3, 8, 12)] * 2

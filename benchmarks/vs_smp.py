@@ -11,7 +11,9 @@ libraries allow:
 
   dlv3_r50_os8     DeepLabV3, ResNet-50 at output stride 8, ASPP 12/24/36 (torchvision's; smp's defaults)
   dlv3p_r50_os16   DeepLabV3+, ResNet-50 at output stride 16, ASPP 6/12/18 (smp: not separable, as seg's),
-                   low-level features from layer1
+                   low-level features from layer1; seg's decoder is the paper's (two dense 3x3 convolutions)
+  dlv3p_r50_os16_sep  the same with seg's ``separable=True`` decoder (two depthwise-separable 3x3 convolutions,
+                   the paper's Xception setting) against smp's (one separable 3x3): the closest pair
   dlv3_lite0_os16  DeepLabV3, tf_efficientnet_lite0 at output stride 16 (smp ``tu-tf_efficientnet_lite0``),
                    ASPP 6/12/18
 
@@ -53,6 +55,7 @@ from seg.extras import require  # noqa: E402
 from seg.models import DeepLabV3, DeepLabV3Plus  # noqa: E402
 
 NUM_CLASSES = 11  # CamVid's
+ARCHS = ("dlv3_r50_os8", "dlv3p_r50_os16", "dlv3p_r50_os16_sep", "dlv3_lite0_os16")
 
 
 def build(arch: str) -> tuple[nn.Module, nn.Module]:
@@ -67,13 +70,18 @@ def build(arch: str) -> tuple[nn.Module, nn.Module]:
         ours = DeepLabV3Plus(NUM_CLASSES, backbone="resnet50", output_stride=16, aspp_rates=[6, 12, 18], aux=False)
         theirs = smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=NUM_CLASSES, encoder_output_stride=16,
                                    decoder_atrous_rates=(6, 12, 18), decoder_aspp_separable=False)  # fmt: skip
+    elif arch == "dlv3p_r50_os16_sep":
+        ours = DeepLabV3Plus(NUM_CLASSES, backbone="resnet50", output_stride=16, aspp_rates=[6, 12, 18], aux=False,
+                             separable=True)  # fmt: skip
+        theirs = smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=NUM_CLASSES, encoder_output_stride=16,
+                                   decoder_atrous_rates=(6, 12, 18), decoder_aspp_separable=False)  # fmt: skip
     elif arch == "dlv3_lite0_os16":
         ours = DeepLabV3(NUM_CLASSES, backbone="tf_efficientnet_lite0", output_stride=16, aspp_rates=[6, 12, 18],
                          aux=False)  # fmt: skip
         theirs = smp.DeepLabV3("tu-tf_efficientnet_lite0", encoder_weights=None, classes=NUM_CLASSES,
                                encoder_output_stride=16, decoder_atrous_rates=(6, 12, 18))  # fmt: skip
     else:
-        raise SystemExit(f"unknown architecture {arch!r}: one of dlv3_r50_os8, dlv3p_r50_os16, dlv3_lite0_os16")
+        raise SystemExit(f"unknown architecture {arch!r}: one of {ARCHS}")
     return ours, theirs
 
 
@@ -164,7 +172,7 @@ def parameters(net: nn.Module) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=["dlv3_r50_os8", "dlv3p_r50_os16", "dlv3_lite0_os16"])
+    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     p.add_argument("--sizes", nargs="+", default=["360x480", "512x512"])
     p.add_argument("--train-batch", type=int, default=2)
     p.add_argument("--infer-batches", type=int, nargs="+", default=[1])

@@ -22,6 +22,9 @@ RATES = [2, 4, 6]  # small: the feature maps of these inputs are a few pixels wi
 SEGMENTERS = {
     "deeplabv3": lambda backbone, aux: DeepLabV3(NUM_CLASSES, backbone, output_stride=16, aspp_rates=RATES, aux=aux),
     "deeplabv3plus": lambda backbone, aux: DeepLabV3Plus(NUM_CLASSES, backbone, aspp_rates=RATES, aux=aux),
+    "deeplabv3plus_separable": lambda backbone, aux: DeepLabV3Plus(
+        NUM_CLASSES, backbone, aspp_rates=RATES, aux=aux, separable=True
+    ),
     "fcn": lambda backbone, aux: FCN(NUM_CLASSES, backbone, output_stride=16, aux=aux),
     "context": lambda backbone, aux: ContextNet(NUM_CLASSES, backbone, output_stride=8, aux=aux),
 }

@@ -53,6 +53,23 @@ def test_deeplabv3plus_decoder_fuses_stage1_at_stride_4():
     assert not any(n.startswith("backbone.") for n, _ in net.decoder.named_parameters())
 
 
+def test_separable_decoder_splits_each_3x3_as_the_reference_code():
+    """separable=True (Sec. 4.2): depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU, twice; the rest unchanged.
+    Per output pixel its two convolutions cost 9*304 + 304*256 + 9*256 + 256*256 multiply-adds against
+    9*304*256 + 9*256*256 dense (0.115 of them)."""
+    dense = DeepLabV3Plus(5, "resnet18", aspp_rates=(1, 2, 3)).eval()
+    sep = DeepLabV3Plus(5, "resnet18", aspp_rates=(1, 2, 3), separable=True).eval()
+    layout = [(c.kernel_size, c.in_channels, c.out_channels, c.groups) for c in convs(sep.decoder.fuse)]
+    assert layout == [((3, 3), 304, 304, 304), ((1, 1), 304, 256, 1), ((3, 3), 256, 256, 256), ((1, 1), 256, 256, 1)]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in sep.decoder.fuse.modules()) == 4
+    bn = 2 * (304 + 256 + 256 + 256)  # weight and bias of each BatchNorm
+    assert n_params(sep.decoder.fuse) == 9 * 304 + 304 * 256 + 9 * 256 + 256 * 256 + bn
+    assert n_params(dense.decoder.fuse) == 9 * 304 * 256 + 9 * 256 * 256 + 2 * (256 + 256)
+    assert n_params(sep) - n_params(sep.decoder.fuse) == n_params(dense) - n_params(dense.decoder.fuse)
+    with torch.no_grad():
+        assert sep(torch.randn(1, 3, 50, 70)).shape == (1, 5, 50, 70)
+
+
 # ------------------------------------------------------------------------------------------ context module
 
 

@@ -54,7 +54,8 @@ def test_deeplabv3plus_decoder_fuses_stage1_at_stride_4():
 
 
 def test_separable_decoder_splits_each_3x3_as_the_reference_code():
-    """separable=True (Sec. 4.2): depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU, twice; the rest unchanged.
+    """separable=True (the Xception setting): depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU, twice; the
+    rest unchanged.
     Per output pixel its two convolutions cost 9*304 + 304*256 + 9*256 + 256*256 multiply-adds against
     9*304*256 + 9*256*256 dense (0.115 of them)."""
     dense = DeepLabV3Plus(5, "resnet18", aspp_rates=(1, 2, 3)).eval()

@@ -45,8 +45,8 @@ class DeepLabV3PlusDecoder(nn.Module):
         super().__init__()
         # Sec. 4.1: 48 channels keep the low-level features from outweighing the encoder's 256
         self.project = _conv_bn_relu(low_channels, low_proj, 1)
-        # Sec. 4.1: two 3x3 convs of 256 channels after the concatenation work best; Sec. 4.2 (Xception) makes them
-        # depthwise separable
+        # Sec. 4.1: two 3x3 convs of 256 channels after the concatenation work best; with Xception the paper makes
+        # them depthwise separable
         block = _separable_bn_relu if separable else lambda i, o: _conv_bn_relu(i, o, 3)
         self.fuse = nn.Sequential(block(low_proj + aspp_channels, channels), block(channels, channels))
         self.classifier = nn.Conv2d(channels, num_classes, 1)
@@ -72,7 +72,7 @@ class DeepLabV3Plus(Segmenter):
         dropout: after the ASPP projection (reference code: keep_prob 0.9).
         low_proj: channels of the 1x1 projection of the stage-1 features (Sec. 4.1: 48).
         channels: channels of ASPP and of the decoder's two 3x3 convolutions (256).
-        separable: the decoder's 3x3 convolutions depthwise separable (Sec. 4.2, the Xception model; the reference
+        separable: the decoder's 3x3 convolutions depthwise separable (the paper's Xception model; the reference
             code's ``decoder_use_separable_conv``): 0.15 of their arithmetic.
         **kwargs: ``multi_grid``, ``weights``: as :class:`Segmenter`.
     """

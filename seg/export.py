@@ -107,11 +107,10 @@ def max_abs_diffs(net: nn.Module, run: Runner, shapes: Sequence[Sequence[int]], 
     return diffs
 
 
-def _image(dataset: Sequence, index: int, input_scale: float = 1.0) -> np.ndarray:
-    """Sample ``index`` of a dataset with a normalising transform as a (1, 3, H, W) float32 batch, resized by the
-    model's ``input_scale`` as seg's inference resizes it."""
-    image = torch.as_tensor(np.asarray(dataset[index][0], dtype=np.float32))[None]
-    return rescale(image, input_scale).numpy()
+def _batch(image: object, input_scale: float = 1.0) -> np.ndarray:
+    """A dataset's normalised (3, H, W) image as a (1, 3, H, W) float32 batch, resized by the model's
+    ``input_scale`` as seg's inference resizes it."""
+    return rescale(torch.as_tensor(np.asarray(image, dtype=np.float32))[None], input_scale).numpy()
 
 
 class ImageReader:
@@ -125,7 +124,7 @@ class ImageReader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         index = next(self.indices, None)
-        return None if index is None else {self.input_name: _image(self.dataset, index, self.input_scale)}
+        return None if index is None else {self.input_name: _batch(self.dataset[index][0], self.input_scale)}
 
 
 def quantize_int8(
@@ -180,11 +179,12 @@ def compare_on_split(
     confmats = {k: ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX) for k in ("fp32", "int8")}
     seconds = {"fp32": 0.0, "int8": 0.0}
     for run in (fp32, int8):  # warm-up: the first call allocates
-        run(_image(dataset, 0, input_scale))
+        run(_batch(dataset[0][0], input_scale))
     with progress_bar(console or Console(stderr=True), transient=True) as progress:
         for index in progress.track(range(count), description="int8 vs fp32"):
-            x = _image(dataset, index, input_scale)
-            target = torch.as_tensor(np.asarray(dataset[index][1])).long()[None]
+            image, mask = dataset[index]
+            x = _batch(image, input_scale)
+            target = torch.as_tensor(np.asarray(mask)).long()[None]
             for name, run in (("fp32", fp32), ("int8", int8)):
                 start = time.perf_counter()
                 logits = torch.from_numpy(run(x))
@@ -241,7 +241,7 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
     for shape, diff in report["max_abs_diff"].items():
         console.print(f"{cfg.format} vs PyTorch, input {shape}: max abs logit difference {diff:.3g}")
     if cfg.quantize:
-        report["int8"] = _quantize(cfg, loaded, path, out_dir, console)
+        report["int8"] = _quantize(cfg, loaded, path, out_dir, console, input_scale)
     write_json_atomic(out_dir / "export.json", report)
     worst = max(diffs)
     if worst > cfg.tolerance:
@@ -250,8 +250,11 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
     return report
 
 
-def _quantize(cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Path, console: Console) -> dict:
-    """Write model.int8.onnx calibrated on training images; score both ONNX models on the val split."""
+def _quantize(
+    cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Path, console: Console, input_scale: float
+) -> dict:
+    """Write model.int8.onnx calibrated on training images; score both ONNX models on the val split; both at the
+    network's ``input_scale``, the size it was trained at."""
     datamodule = instantiate(data_config(cfg, loaded))
     # calibrate on training images as the network sees them at test time: normalised, not augmented
     datamodule.train_transform = datamodule.val_transform
@@ -260,12 +263,13 @@ def _quantize(cfg: DictConfig, loaded: LoadedModel, fp32_path: Path, out_dir: Pa
     check_num_classes(loaded, type(datamodule.val_set).__name__, datamodule.val_set.num_classes)
     q = cfg.int8
     int8_path = out_dir / "model.int8.onnx"
-    scale = run_inference_defaults(loaded.run_cfg)["input_scale"]  # calibrated and scored at the size it was trained
     with console.status(f"calibrating on {q.calibration_images} training images and quantizing to {int8_path}"):
-        quantize_int8(fp32_path, int8_path, datamodule.train_set, q.calibration_images, q.calibration_method, scale)
+        quantize_int8(
+            fp32_path, int8_path, datamodule.train_set, q.calibration_images, q.calibration_method, input_scale
+        )
     result = compare_on_split(
         onnx_runner(fp32_path, q.threads), onnx_runner(int8_path, q.threads), datamodule.val_set,
-        loaded.num_classes, limit=q.val_images, console=console, input_scale=scale,
+        loaded.num_classes, limit=q.val_images, console=console, input_scale=input_scale,
     )  # fmt: skip
     result.update(file=str(int8_path), calibration_images=q.calibration_images, method=q.calibration_method)
     console.print(

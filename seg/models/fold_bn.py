@@ -59,13 +59,15 @@ def _feeding_convolutions(net: nn.Module, example: Tensor) -> list[tuple[str, st
     return pairs
 
 
-def _without_norm(bn: nn.BatchNorm2d) -> nn.Module:
+def _foldable(conv: nn.Conv2d, bn: nn.Module) -> bool:
+    """A BatchNorm with running statistics over ``conv``'s channels, plain or timm's ``BatchNormAct2d``."""
+    kind = type(bn) is nn.BatchNorm2d or (hasattr(bn, "act") and hasattr(bn, "drop"))
+    return kind and bn.running_mean is not None and bn.num_features == conv.out_channels
+
+
+def _without_norm(bn: nn.Module) -> nn.Module:
     """What stays of a BatchNorm once folded: nothing, or timm's activation (``BatchNormAct2d.drop`` + ``.act``)."""
-    if type(bn) is nn.BatchNorm2d:
-        return nn.Identity()
-    if hasattr(bn, "act") and hasattr(bn, "drop"):
-        return nn.Sequential(bn.drop, bn.act)
-    raise TypeError(f"cannot fold {type(bn).__name__}")
+    return nn.Identity() if type(bn) is nn.BatchNorm2d else nn.Sequential(bn.drop, bn.act)
 
 
 def _set(net: nn.Module, name: str, module: nn.Module) -> None:
@@ -91,16 +93,9 @@ def fold_batchnorm(net: nn.Module, example: Tensor, atol: float = 1e-3) -> tuple
     if net.training:
         raise ValueError("fold_batchnorm needs a network in eval mode (net.eval())")
     folded = copy.deepcopy(net)
-    pairs = [
-        (c, b) for c, b in _feeding_convolutions(folded, example)
-        if type(folded.get_submodule(b)) is nn.BatchNorm2d or hasattr(folded.get_submodule(b), "act")
-    ]  # fmt: skip
-    count = 0
-    for conv_name, bn_name in pairs:
-        conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
-        if bn.running_mean is None or bn.num_features != conv.out_channels:
-            continue
-        count += 1
+    found = ((folded.get_submodule(c), folded.get_submodule(b), b) for c, b in _feeding_convolutions(folded, example))
+    pairs = [(conv, bn, name) for conv, bn, name in found if _foldable(conv, bn)]
+    for conv, bn, bn_name in pairs:
         gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
         beta = bn.bias if bn.affine else torch.zeros_like(bn.running_var)
         scale = gamma / torch.sqrt(bn.running_var + bn.eps)
@@ -114,4 +109,4 @@ def fold_batchnorm(net: nn.Module, example: Tensor, atol: float = 1e-3) -> tuple
     diff = float((expected - got).abs().max())
     if diff > atol:
         raise ValueError(f"folding BatchNorm changed the output by {diff:.2e} (> {atol:g}): not folded")
-    return folded, count
+    return folded, len(pairs)

@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from seg.analysis.sweep import load_run
-from seg.callbacks.job_status import slurm_job_id
+from seg.callbacks.job_status import signals_deferred, slurm_job_id
 from tests.test_reliability import tiny_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,18 @@ def test_slurm_job_id_outside_and_inside_arrays(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "16")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
     assert slurm_job_id() == "16_0"
+
+
+def test_a_signal_during_a_checkpoint_write_is_delivered_after_it():
+    """Ctrl-C in the middle of writing and recording a checkpoint stops the job only once both are done."""
+    before, done = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal arrives here: held back
+            done.append("written and recorded")
+    assert done == ["written and recorded"]
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is back
 
 
 def test_ctrl_c_during_training_is_recorded_with_the_command_that_resumes_it(tmp_path, tiny_data_dir):

@@ -12,12 +12,15 @@ to ask the scheduler (``sacct``) for the job's final state.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shlex
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,27 @@ def record_checkpoint(path: str | Path, step: int) -> None:
     """Note that ``path`` now holds a resumable checkpoint of step ``step`` (called after each save), for the
     record of a job that a signal stops."""
     _last_checkpoint.update(path=str(Path(path).resolve()), step=int(step))
+
+
+@contextlib.contextmanager
+def signals_deferred(signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold ``signals`` back while the block runs and deliver them after it, to their own handlers: a checkpoint
+    is written and recorded (:func:`record_checkpoint`) before a Ctrl-C or SIGTERM stops the job, so the job's
+    record never misses the checkpoint on disk. Outside the main thread (where handlers cannot be set) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    # a handler installed outside Python (getsignal: None) cannot be put back: leave that signal alone
+    held = [s for s in signals if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, lambda number, frame: pending.append(number)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for number in dict.fromkeys(pending):
+            signal.raise_signal(number)
 
 
 def resume_command(config_name: str, ckpt_path: str) -> str:

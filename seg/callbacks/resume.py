@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from seg.callbacks.job_status import record_checkpoint
+from seg.callbacks.job_status import record_checkpoint, signals_deferred
 
 
 class LastCheckpoint(Callback):
@@ -44,9 +44,10 @@ class LastCheckpoint(Callback):
         self._saved_step = -1
 
     def _save(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: resumable
-        self._saved_step = trainer.global_step
-        record_checkpoint(self.path, trainer.global_step)  # for job_status.json, should a signal stop the job
+        with signals_deferred():  # a Ctrl-C or SIGTERM now stops the job once the checkpoint is written and recorded
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state: resumable
+            self._saved_step = trainer.global_step
+            record_checkpoint(self.path, trainer.global_step)  # for job_status.json, should a signal stop the job
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         n, step = self.every_n_train_steps, trainer.global_step

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -18,22 +17,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from seg import cpu_precision
+from seg.machine import cpu_flags, cpu_model, cpu_precision, machine_label
 
 
 def machine() -> str:
-    """One line: CPU model and cores (or the GPU), torch version, threads, date."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """One line: CPU model (+AMX where it has it) and cores (or the GPU), torch version, threads, date."""
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    label = machine_label(cpu_model(), cpu_flags())
     return (
-        f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{label}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{datetime.date.today().isoformat()}"
     )
 

@@ -2,14 +2,14 @@
 # Goal 8: images/s and model FLOP utilisation of seg's DeepLabV3 with ResNet-50/101 at output stride 8 and 16,
 # crop 513, bf16 + channels_last, eager and torch.compile, on NVIDIA GPUs; then a 1-node DDP run over every GPU.
 #
-#   bash benchmarks/gpu.sh                 # on a GPU machine (venv at .venv, or PYTHON=/path/to/python)
+#   bash benchmarks/gpu.sh                 # on a GPU machine: PYTHON=/path/to/python, else .venv's, else python3
 #   bash benchmarks/gpu.sh --cpu-check     # here: the same scripts on the CPU at a tiny size (no GPU needed)
 #
 # Results go to benchmarks/results/gpu-<date>/ (override with OUT=...): nvidia-smi.csv, single.{txt,json},
 # ddp.{txt,json}, slide.txt. Copy the figures into benchmarks/RESULTS.md with the date and this command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
+if [[ -n "${PYTHON:-}" ]]; then PY=$PYTHON; elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 BATCH=${BATCH:-8}   # per GPU; DeepLabv3's recipe is 16 in total
 
 if [[ "${1:-}" == "--cpu-check" ]]; then

@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header  # noqa: E402
 
-from seg import cpu_precision  # noqa: E402
 from seg.hydra_utils import compose_config  # noqa: E402
+from seg.machine import cpu_precision  # noqa: E402
 
 
 class PlainLoop:

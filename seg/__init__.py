@@ -2,17 +2,7 @@
 
 from omegaconf import OmegaConf
 
-
-def cpu_precision() -> str:
-    """``bf16-mixed`` on CPUs with AMX (bf16 matrix units: several times faster than fp32), else ``32-true``: on
-    CPUs without them bf16 autocast runs emulated and many times slower than fp32 (the ``${seg.cpu_precision:}`` of
-    ``conf/trainer/default.yaml``)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return "32-true"
-    return "bf16-mixed" if " amx_bf16" in flags else "32-true"
+from seg.machine import cpu_precision
 
 
 def _num_classes(spec):

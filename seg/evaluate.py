@@ -16,12 +16,14 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, RichProgressBar
+from pytorch_lightning.utilities import rank_zero_only
 
 from seg.callbacks.evaluation_report import EvaluationReport
 from seg.checkpoint import LoadedModel, load_model
 from seg.data.datamodule import SegDataModule
 from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag
+from seg.provenance import provenance
 from seg.run_config import check_num_classes, data_config, run_inference_defaults
 
 TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -43,39 +45,43 @@ def evaluate(cfg: DictConfig) -> dict | None:
     """Score ``cfg.ckpt_path``; return the written report (None on ranks other than 0)."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(cfg.ckpt_path, out_dir, channels_last=auto_flag(cfg.inference.channels_last))
-    inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
-    folded = loaded.fold_batchnorm() if inference.fold_batchnorm else 0
-    datamodule = build_datamodule(cfg, loaded)
-    # Lightning's precision plugin owns autocast here, exactly as during the training validation
-    loaded.module.inference = dataclasses.replace(inference, precision=None)
-    split = datamodule.val_split
-    extra = {
-        "ckpt_path": str(cfg.ckpt_path),
-        "dataset": type(datamodule.val_set).__name__,
-        "split": split,
-        "images": len(datamodule.val_set),
-        "inference": inference.describe(),
-        "precision": inference.precision,
-        "batchnorm_folded": folded,
-    }
-    title = f"{extra['dataset']} {split}, {extra['images']} images, {inference.describe()} ({inference.precision})"
-    writer = EvaluationReport(out_dir, datamodule.class_names, extra, title)
-    callbacks: list[Callback] = [writer]
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar())
-    trainer = pl.Trainer(
-        **cfg.trainer,
-        precision=TRAINER_PRECISION[inference.precision],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
-    trainer.validate(loaded.module, datamodule=datamodule, verbose=False)
-    if not trainer.is_global_zero:
-        return None
-    return json.loads((out_dir / "metrics.json").read_text())
+    # provenance.json: the code, libraries, machine, precision and command of this run, completed at its end
+    with provenance(out_dir, "evaluate", write=rank_zero_only.rank == 0) as record:
+        loaded = load_model(cfg.ckpt_path, out_dir, channels_last=auto_flag(cfg.inference.channels_last))
+        inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
+        folded = loaded.fold_batchnorm() if inference.fold_batchnorm else 0
+        datamodule = build_datamodule(cfg, loaded)
+        # Lightning's precision plugin owns autocast here, exactly as during the training validation
+        loaded.module.inference = dataclasses.replace(inference, precision=None)
+        split = datamodule.val_split
+        extra = {
+            "ckpt_path": str(cfg.ckpt_path),
+            "dataset": type(datamodule.val_set).__name__,
+            "split": split,
+            "images": len(datamodule.val_set),
+            "inference": inference.describe(),
+            "precision": inference.precision,
+            "batchnorm_folded": folded,
+        }
+        title = f"{extra['dataset']} {split}, {extra['images']} images, {inference.describe()} ({inference.precision})"
+        writer = EvaluationReport(out_dir, datamodule.class_names, extra, title)
+        callbacks: list[Callback] = [writer]
+        if cfg.trainer.get("enable_progress_bar", True):
+            callbacks.append(RichProgressBar())
+        precision = TRAINER_PRECISION[inference.precision]
+        record.update(precision=precision)
+        trainer = pl.Trainer(
+            **cfg.trainer,
+            precision=precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+        )
+        trainer.validate(loaded.module, datamodule=datamodule, verbose=False)
+        if not trainer.is_global_zero:
+            return None
+        return json.loads((out_dir / "metrics.json").read_text())
 
 
 main = entry_point("evaluate", evaluate)

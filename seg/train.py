@@ -30,6 +30,7 @@ from seg.hydra_utils import config_tree, entry_point, in_multirun
 from seg.init_from import init_weights
 from seg.models import input_normalization
 from seg.models.weights import safe_load
+from seg.provenance import provenance
 from seg.report import validation_report, write_report
 from seg.resume_check import check_resume_checkpoint, check_resume_config
 
@@ -68,70 +69,75 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("run folder: %s", out_dir)
+    # provenance.json: the code, libraries, machine, precision and command of this run, completed at its end
+    # (the configured precision until the trainer says which it runs)
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    with provenance(out_dir, "train", write=rank_zero_only.rank == 0, precision=precision) as record:
+        log.info("run folder: %s", out_dir)
 
-    # the transforms normalise as the backbone's weights expect (timm's mean/std for a timm encoder)
-    backbone = OmegaConf.select(cfg.model, "net.backbone")
-    try:
-        mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
-    except ValueError as e:  # an unknown backbone: named before the data is read
-        raise ValueError(f"model.net: {e}") from None
-    datamodule = instantiate(with_model_normalization(cfg.data, mean, std))
-    datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
-    datamodule.setup("fit")
-    check_class_count(cfg.model, datamodule.val_set)
-    if rank_zero_only.rank == 0:
-        datamodule.write_split_lists(out_dir / "splits")  # the samples this run trains and validates on
-    ckpt_path = cfg.get("ckpt_path")
-    # a resume checkpoint that is missing, unreadable or unsafe fails before the model is built
-    checkpoint = safe_load(ckpt_path) if ckpt_path is not None else None
-    if checkpoint is not None:
-        check_resume_config(cfg, ckpt_path)  # another network refused; changed batch size, lr, seed... named
-    # median_freq / inverse_log: counted over the train split's masks once, cached under outputs/cache
-    weights = resolve_class_weights(cfg.model.get("class_weights"), datamodule.train_set,
-                                    Path(cfg.paths.log_dir) / "cache" / "class_weights", out_dir)  # fmt: skip
-    model = instantiate(cfg.model, **({"class_weights": weights} if "class_weights" in cfg.model else {}))
-    if checkpoint is not None:
-        check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
-    if cfg.get("init_from"):
+        # the transforms normalise as the backbone's weights expect (timm's mean/std for a timm encoder)
+        backbone = OmegaConf.select(cfg.model, "net.backbone")
+        try:
+            mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
+        except ValueError as e:  # an unknown backbone: named before the data is read
+            raise ValueError(f"model.net: {e}") from None
+        datamodule = instantiate(with_model_normalization(cfg.data, mean, std))
+        datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
+        datamodule.setup("fit")
+        check_class_count(cfg.model, datamodule.val_set)
+        if rank_zero_only.rank == 0:
+            datamodule.write_split_lists(out_dir / "splits")  # the samples this run trains and validates on
+        ckpt_path = cfg.get("ckpt_path")
+        # a resume checkpoint that is missing, unreadable or unsafe fails before the model is built
+        checkpoint = safe_load(ckpt_path) if ckpt_path is not None else None
         if checkpoint is not None:
-            raise ValueError("init_from and ckpt_path: choose one (ckpt_path resumes a run; init_from starts one)")
-        log.info(init_weights(model.net, cfg.init_from))
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    final = FinalValidation()  # validates the final step in fit when it is no validation step of its own
-    callbacks += [ResumeState(), final]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers,
-        # Lightning's resume gets the checkpoint already read (once, weights_only) instead of reading it again
-        plugins=[AtomicCheckpointIO(preloaded=(ckpt_path, checkpoint) if checkpoint is not None else None)],
-        sync_batchnorm=use_sync_batchnorm(cfg.trainer),
-    )
+            check_resume_config(cfg, ckpt_path)  # another network refused; changed batch size, lr, seed... named
+        # median_freq / inverse_log: counted over the train split's masks once, cached under outputs/cache
+        weights = resolve_class_weights(cfg.model.get("class_weights"), datamodule.train_set,
+                                        Path(cfg.paths.log_dir) / "cache" / "class_weights", out_dir)  # fmt: skip
+        model = instantiate(cfg.model, **({"class_weights": weights} if "class_weights" in cfg.model else {}))
+        if checkpoint is not None:
+            check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
+        if cfg.get("init_from"):
+            if checkpoint is not None:
+                raise ValueError("init_from and ckpt_path: choose one (ckpt_path resumes a run; init_from starts one)")
+            log.info(init_weights(model.net, cfg.init_from))
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        final = FinalValidation()  # validates the final step in fit when it is no validation step of its own
+        callbacks += [ResumeState(), final]
+        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers,
+            # Lightning's resume gets the checkpoint already read (once, weights_only) instead of reading it again
+            plugins=[AtomicCheckpointIO(preloaded=(ckpt_path, checkpoint) if checkpoint is not None else None)],
+            sync_batchnorm=use_sync_batchnorm(cfg.trainer),
+        )
+        record.update(precision=str(trainer.precision))  # as Lightning runs it: 32-true, bf16-mixed, ...
 
-    start = time.perf_counter()
-    del checkpoint
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    wall = time.perf_counter() - start
-    if final.validated_step != trainer.global_step:  # e.g. check_val_every_n_epoch skipped the last epoch
-        trainer.validate(model, datamodule=datamodule, verbose=False)  # runs nothing when validation is off
+        start = time.perf_counter()
+        del checkpoint
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        wall = time.perf_counter() - start
+        if final.validated_step != trainer.global_step:  # e.g. check_val_every_n_epoch skipped the last epoch
+            trainer.validate(model, datamodule=datamodule, verbose=False)  # runs nothing when validation is off
 
-    # the metrics of the final weights only: never the sanity check's, nor an earlier validation's
-    validated = final.validated_step == trainer.global_step
-    if validated and model.last_val_metrics is not None and trainer.is_global_zero:
-        best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
-        report = validation_report(model, datamodule.class_names, epoch=trainer.current_epoch,
-                                   global_step=trainer.global_step, train_wall_s=round(wall, 1),
-                                   mIoU_best=float(best) if best is not None else float("nan"))  # fmt: skip
-        path = write_report(out_dir, report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
-        log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall, path)
-        for split, extra in report.get("extra_val", {}).items():
-            log.info("%s mIoU %.4f", split, extra["mIoU"])
-    elif not validated:
-        log.warning("no validation of the final weights (validation is off): no metrics.json written")
-    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1} if validated else {}
-    return {**logged, "global_step": trainer.global_step}
+        # the metrics of the final weights only: never the sanity check's, nor an earlier validation's
+        validated = final.validated_step == trainer.global_step
+        if validated and model.last_val_metrics is not None and trainer.is_global_zero:
+            best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
+            report = validation_report(model, datamodule.class_names, epoch=trainer.current_epoch,
+                                       global_step=trainer.global_step, train_wall_s=round(wall, 1),
+                                       mIoU_best=float(best) if best is not None else float("nan"))  # fmt: skip
+            path = write_report(out_dir, report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
+            log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall, path)
+            for split, extra in report.get("extra_val", {}).items():
+                log.info("%s mIoU %.4f", split, extra["mIoU"])
+        elif not validated:
+            log.warning("no validation of the final weights (validation is off): no metrics.json written")
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1} if validated else {}
+        return {**logged, "global_step": trainer.global_step}
 
 
 def objective(metrics: dict[str, float], cfg: DictConfig) -> float:

@@ -15,7 +15,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run(*args: str, timeout: int = 300) -> str:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # scripts run with this interpreter (gpu.sh reads PYTHON), whatever environment seg is installed in
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHON": sys.executable}
     res = subprocess.run([*args], capture_output=True, text=True, timeout=timeout, cwd=BENCH.parent, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return res.stdout

@@ -10,6 +10,7 @@ import pytest
 from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
+from seg.machine import PRECISION_ENV, cpu_flags, cpu_model, cpu_precision, machine_label
 from seg.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, SegModule
 from tests.helpers import CONF_DIR, compose_cfg
 
@@ -69,10 +70,46 @@ def test_model_configs_start_from_deeplabv3(name):
     assert cfg._target_ == "seg.module.SegModule" and cfg.optimizer._partial_ and cfg.scheduler._partial_
 
 
-def test_the_cpu_default_precision_is_bf16_only_where_amx_makes_it_fast():
-    from seg import cpu_precision
+XEON_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
+"""
+EPYC_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9B14
+flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni
+"""
 
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    assert cpu_precision() == ("bf16-mixed" if " amx_bf16" in flags else "32-true")
-    assert compose_cfg([]).trainer.precision == cpu_precision()
-    assert compose_cfg(["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+
+XEON_MODEL = "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+CPUS = [(XEON_CPUINFO, XEON_MODEL, "bf16-mixed"), (EPYC_CPUINFO, "AMD EPYC 9B14", "32-true"), ("", None, "32-true")]
+
+
+@pytest.mark.parametrize(("cpuinfo", "model", "precision"), CPUS)
+def test_the_cpu_default_precision_is_bf16_only_on_amx(monkeypatch, cpuinfo, model, precision):
+    """Both branches of the rule on either kind of machine: the CPU's flags are faked, SEG_CPU_PRECISION unset."""
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    flags = cpu_flags(cpuinfo)
+    assert cpu_precision(flags) == precision
+    if model is not None:
+        assert cpu_model(cpuinfo) == model
+        assert machine_label(model, flags) == (f"{model} +AMX" if precision == "bf16-mixed" else model)
+    monkeypatch.setattr("seg.machine._cpuinfo", lambda: cpuinfo)  # this machine, as the trainer config sees it
+    assert compose_cfg([]).trainer.precision == precision
+
+
+@pytest.mark.parametrize("forced", ["32-true", "bf16-mixed"])
+def test_seg_cpu_precision_forces_either_path_on_either_machine(monkeypatch, forced):
+    monkeypatch.setenv(PRECISION_ENV, forced)
+    for cpuinfo in (XEON_CPUINFO, EPYC_CPUINFO):
+        assert cpu_precision(cpu_flags(cpuinfo)) == forced
+    assert compose_cfg([]).trainer.precision == forced
+    assert compose_cfg(["trainer.precision=16-mixed"]).trainer.precision == "16-mixed"  # a set value wins
+    assert compose_cfg(["+experiment=camvid_imagenet_cpu"]).trainer.precision == "32-true"  # measured: see its yaml
+
+
+def test_a_bad_seg_cpu_precision_names_the_accepted_values(monkeypatch):
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    with pytest.raises(ValueError, match=r"SEG_CPU_PRECISION=bf16: expected one of 32-true, bf16-mixed \(or unset\)"):
+        cpu_precision()

@@ -14,12 +14,12 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seg import cpu_precision
 from seg.checkpoint import load_model
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.evaluate import evaluate
 from seg.inference import InferenceConfig, infer
+from seg.machine import cpu_precision
 from seg.models.weights import CheckpointError
 from seg.train import train
 from tests.helpers import compose_cfg, fake_run
@@ -61,6 +61,13 @@ def test_evaluate_agrees_with_the_training_validation_in_every_mode(cfg_train, t
     for key in ("pixel_acc", "mean_acc", "fw_iou"):
         assert abs(whole[key] - trained[key]) <= 1e-6, key
     assert whole["precision"] == RUN_PRECISION and whole["images"] == 5 and whole["split"] == "val"
+    # both run folders say where they came from, with the precision each actually used
+    trained_by, scored_by = (json.loads((d / "provenance.json").read_text()) for d in (run, tmp_path / "whole"))
+    expected = ("train", "completed", cpu_precision())
+    assert (trained_by["command"], trained_by["status"], trained_by["precision"]) == expected
+    assert (scored_by["command"], scored_by["status"]) == ("evaluate", "completed")
+    assert scored_by["precision"] == {"32": "32-true", "bf16": "bf16-mixed"}[RUN_PRECISION]
+    assert scored_by["code"] == trained_by["code"] and scored_by["machine"] == trained_by["machine"]
     cm = np.array(whole["confusion_matrix"])
     assert cm.shape == (5, 5) and cm.sum() == whole["pixels"] == labelled_pixels(tiny_data_dir)
     # BatchNorm folded into the convolutions by default (ResNet-18 + ASPP + aux head: every BatchNorm follows one):

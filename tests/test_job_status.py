@@ -61,14 +61,18 @@ def test_slurm_job_id_outside_and_inside_arrays(monkeypatch):
 
 def test_a_signal_during_a_checkpoint_write_is_delivered_after_it():
     """Ctrl-C in the middle of writing and recording a checkpoint stops the job only once both are done."""
-    before, done = signal.getsignal(signal.SIGINT), []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal arrives here: held back
-            done.append("written and recorded")
-    assert done == ["written and recorded"]
-    assert signal.getsignal(signal.SIGINT) is before  # the handler is back
+    # Python's own handler, also where pytest was started with SIGINT ignored (a background job, nohup)
+    outer, done = signal.signal(signal.SIGINT, signal.default_int_handler), []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal arrives here: held back
+                done.append("written and recorded")
+        assert done == ["written and recorded"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_ctrl_c_during_training_is_recorded_with_the_command_that_resumes_it(tmp_path, tiny_data_dir):

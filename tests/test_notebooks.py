@@ -112,7 +112,7 @@ def test_camvid_notebook_fine_tunes_briefly_and_shows_real_frames(tmp_path):
     camvid = needs_shared("camvid")
     outputs, figures = tmp_path / "outputs", tmp_path / "figures"
     params = {"CAMVID_ROOT": str(camvid), "OUTPUTS_DIR": str(outputs), "DEMO_STEPS": 3, "MAX_IMAGES": 4, "N_SHOW": 1,
-              "DEMO_OVERRIDES": ["trainer.limit_val_batches=1", "data.num_workers=0"],
+              "DEMO_OVERRIDES": ["trainer.limit_val_batches=1", "data.num_workers=0", "data.batch_size=2"],
               "SAVE_FIGURES": str(figures)}  # fmt: skip
     nb = nb_execute.execute(NOTEBOOKS / "camvid.ipynb", params)
     text = text_of(nb)

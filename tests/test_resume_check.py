@@ -16,7 +16,8 @@ from tests.helpers import compose_cfg, fake_run
 
 
 def test_changed_settings_names_what_shapes_training_and_nothing_else():
-    base = ["data.batch_size=8", "data.root=/data/a", "data.num_workers=2"]
+    # the precision set, not the machine's default: bf16-mixed is already the default on a CPU with AMX
+    base = ["data.batch_size=8", "data.root=/data/a", "data.num_workers=2", "trainer.precision=32-true"]
     before = compose_cfg(base)
     now = compose_cfg(["data.batch_size=4", "data.root=/elsewhere", "data.num_workers=0", "model.optimizer.lr=0.02",
                        "seed=7", "trainer.precision=bf16-mixed", "data.val_batch_size=1"])  # fmt: skip
@@ -25,7 +26,7 @@ def test_changed_settings_names_what_shapes_training_and_nothing_else():
         "data.batch_size": (8, 4),
         "model.optimizer.lr": (before.model.optimizer.lr, 0.02),
         "seed": (before.seed, 7),
-        "trainer.precision": (before.trainer.precision, "bf16-mixed"),
+        "trainer.precision": ("32-true", "bf16-mixed"),
     }
     assert changed_settings(before, compose_cfg(base)) == {}
 

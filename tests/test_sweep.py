@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from seg.analysis.sweep import aggregate, find_runs, main, plot, report, swept_keys
+from seg.analysis.sweep import aggregate, find_runs, main, plot, provenance_warnings, report, swept_keys
+from seg.machine import cpu_flags, cpu_model, cpu_precision
 from tests.helpers import TINY, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,6 +296,21 @@ def test_real_multirun_with_a_failing_job(tmp_path, tiny_data_dir):
     ], proc.stderr[-2000:]
     assert 0.0 <= runs[0].miou <= 1.0 and runs[0].metrics["global_step"] == 2
     assert "output_stride must be one of" in runs[1].note
+    # provenance.json of both jobs, completed at their end: code, versions, machine, precision, command, times
+    ok, failed = (json.loads((sweep / job / "provenance.json").read_text()) for job in ("0", "1"))
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a checkout (CI's clean clone): the commit that ran, and whether files differed
+        assert ok["code"]["commit"] == head.stdout.strip() and isinstance(ok["code"]["dirty"], bool)
+    assert ok["command"] == "train" and ok["status"] == "completed" and failed["status"] == "failed"
+    assert "output_stride must be one of" in failed["error"] and failed["ended"] >= failed["started"]
+    assert ok["ended"] >= ok["started"] and ok["elapsed_s"] > 0
+    assert ok["argv"].startswith(f"python -m seg.train -m hydra.sweep.dir={sweep} ")
+    assert ok["versions"]["torch"] == torch.__version__.split("+")[0] or ok["versions"]["torch"] == torch.__version__
+    assert all(ok["versions"][lib] for lib in ("seg", "torchvision", "timm", "pytorch-lightning", "hydra-core"))
+    assert ok["machine"]["cpu_model"] == cpu_model() and ok["machine"]["amx"] == ("amx_bf16" in cpu_flags())
+    assert ok["precision"] == cpu_precision() and ok["threads"] == torch.get_num_threads()
+    assert runs[0].commit == runs[1].commit != "?" and runs[0].machine == runs[1].machine == ok["machine"]["label"]
+    assert provenance_warnings(runs) == []  # one machine, one precision, one commit
 
 
 @pytest.mark.slow
@@ -376,3 +393,40 @@ def test_report_shows_the_extra_validation_splits_per_run_and_per_configuration(
     assert float(rows["os32"]["train@0006R0 mean"]) == pytest.approx(0.32)
     with (root / "sweep_report.csv").open() as f:
         assert [float(r["train@0006R0 mIoU"]) for r in csv.DictReader(f)] == [0.33, 0.35, 0.34, 0.30]
+
+
+def _provenance(run: Path, commit: str, label: str, precision: str) -> None:
+    record = {"code": {"commit": commit, "dirty": False}, "machine": {"label": label}, "precision": precision}
+    (run / "provenance.json").write_text(json.dumps(record))
+
+
+def test_report_shows_commit_and_machine_and_warns_when_runs_mix_them(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    for i, (stride, miou) in enumerate([(32, 0.5), (16, 0.7), (8, 0.6)]):
+        make_run(root, str(i), [f"model.net.output_stride={stride}"], miou, {"status": "completed"})
+    _provenance(root / "0", "a" * 40, "AMD EPYC", "32-true")
+    _provenance(root / "1", "a" * 40, "Intel Xeon +AMX", "bf16-mixed")
+    runs = report(root)
+    assert [(r.name, r.commit, r.machine, r.precision) for r in runs] == [
+        ("1", "aaaaaaa", "Intel Xeon +AMX", "bf16-mixed"),
+        ("2", "?", "?", "?"),  # a run from before provenance.json
+        ("0", "aaaaaaa", "AMD EPYC", "32-true"),
+    ]
+    warnings = provenance_warnings(runs)
+    assert warnings == [
+        "1 of 3 runs have no provenance.json (their code and machine are unknown): 2",
+        "the runs mix 2 machines (Intel Xeon +AMX: 1; AMD EPYC: 0)",
+        "the runs mix 2 precisions (bf16-mixed: 1; 32-true: 0)",
+    ]
+    md = (root / "sweep_report.md").read_text()
+    assert md.startswith("> **warning:** 1 of 3 runs have no provenance.json")
+    assert "| commit | machine | precision | status |" in md and "| aaaaaaa | AMD EPYC | 32-true | ok |" in md
+    with (root / "sweep_report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    expected = [("aaaaaaa", "Intel Xeon +AMX"), ("?", "?"), ("aaaaaaa", "AMD EPYC")]
+    assert [(r["commit"], r["machine"]) for r in rows] == expected
+    main([str(root)])
+    assert "warning: the runs mix 2 machines" in capsys.readouterr().err
+    _provenance(root / "1", "b" * 40, "AMD EPYC", "32-true")
+    _provenance(root / "2", "a" * 40, "AMD EPYC", "32-true")
+    assert provenance_warnings(find_runs(root)) == ["the runs mix 2 commits (aaaaaaa: 0, 2; bbbbbbb: 1)"]

@@ -15,7 +15,12 @@ number of failed or unfinished runs, best mean mIoU first) above the per-run tab
 
 Runs validated on extra splits as well (``data.extra_val_splits``, e.g. a held-out CamVid sequence) get a column
 ``<split> mIoU`` per split in every table and CSV (mean ± std per configuration); the plots show them as hollow
-markers."""
+markers.
+
+The per-run CSV has the columns commit, machine and precision from each run's ``provenance.json``, and so has the
+per-run table when any run has that record; when one report mixes machines, precisions or commits (or holds runs
+without a record beside runs with one), it starts with a warning saying which runs differ, since times and even
+mIoU then compare different things."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import math
 import shutil
 import statistics
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +40,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from seg.callbacks.job_status import STATUS_FILE
+from seg.provenance import read_provenance
 
 METRICS = ("mIoU", "mIoU_best", "pixel_acc", "mean_acc", "fw_iou", "global_step", "epoch", "train_wall_s")
 REPORT = "sweep_report"
@@ -50,6 +57,25 @@ class Run:
     status: str  # "ok", "failed" or "unfinished"
     note: str = ""
     metrics: dict = field(default_factory=dict)
+    provenance: dict | None = None  # provenance.json, None for runs from before it existed
+
+    @property
+    def commit(self) -> str:
+        """The short commit (``+dirty`` when the tree had changes), ``seg <version>`` when installed, else ``?``."""
+        code = (self.provenance or {}).get("code") or {}
+        if code.get("commit"):
+            return code["commit"][:7] + ("+dirty" if code.get("dirty") else "")
+        return f"seg {code['seg_version']}" if code.get("seg_version") else "?"
+
+    @property
+    def machine(self) -> str:
+        """The machine's label (the CPU model, ``+AMX`` where it has AMX; the GPU's name), else ``?``."""
+        return ((self.provenance or {}).get("machine") or {}).get("label") or "?"
+
+    @property
+    def precision(self) -> str:
+        """The precision the run used, else ``?``."""
+        return (self.provenance or {}).get("precision") or "?"
 
     @property
     def miou(self) -> float:
@@ -107,6 +133,12 @@ def load_run(path: Path, name: str) -> Run:
     overrides = _parse_overrides(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or [])
     metrics = _read_json(path / "metrics.json")
     status = _read_json(path / STATUS_FILE) or {}
+    run = _load_run(path, name, overrides, metrics, status)
+    run.provenance = read_provenance(path)
+    return run
+
+
+def _load_run(path: Path, name: str, overrides: dict[str, str], metrics: dict | None, status: dict) -> Run:
     state = status.get("status")
     if state not in ("failed", "running") or "slurm_job_id" not in status:
         slurm = ""
@@ -139,6 +171,29 @@ def find_runs(sweep_dir: Path) -> list[Run]:
         return [int(t) if t.isdigit() else t for t in rel.split("/")]
 
     return [load_run(f, f.relative_to(sweep_dir).as_posix() or ".") for f in sorted(folders, key=key)]
+
+
+PROVENANCE_COLUMNS = ("commit", "machine", "precision")
+
+
+def provenance_warnings(runs: Sequence[Run]) -> list[str]:
+    """One line per way the runs differ in where they came from: machines, precisions, commits (each value with its
+    runs), and runs without a provenance record beside runs with one. Empty when all runs share one machine,
+    precision and commit, or when no run has a record (nothing to compare)."""
+    lines = []
+    unknown = [r.name for r in runs if r.provenance is None]
+    if unknown and len(unknown) < len(runs):  # all unknown: nothing to compare (runs from before the record)
+        missing = f"{len(unknown)} of {len(runs)} runs have no provenance.json"
+        lines.append(f"{missing} (their code and machine are unknown): {', '.join(unknown)}")
+    for column in PROVENANCE_COLUMNS:
+        groups: dict[str, list[str]] = {}
+        for r in runs:
+            if r.provenance is not None and getattr(r, column) != "?":  # e.g. failed before its trainer was built
+                groups.setdefault(getattr(r, column), []).append(r.name)
+        if len(groups) > 1:
+            parts = "; ".join(f"{value}: {', '.join(names)}" for value, names in groups.items())
+            lines.append(f"the runs mix {len(groups)} {column}s ({parts})")
+    return lines
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:
@@ -242,7 +297,8 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
     classes = list(dict.fromkeys(c for r in runs for c in (r.metrics.get("per_class_iou") or {})))
     splits = extra_splits(runs)
-    header = ["run", "status", "note", *keys, *METRICS, *(f"{s} mIoU" for s in splits), *(f"iou/{c}" for c in classes)]
+    metrics = [*METRICS, *(f"{s} mIoU" for s in splits)]
+    header = ["run", "status", "note", *keys, *metrics, *PROVENANCE_COLUMNS, *(f"iou/{c}" for c in classes)]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -252,6 +308,7 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
                 [r.name, r.status, r.note, *(r.overrides.get(k, "") for k in keys)]
                 + [r.metrics.get(m, "") for m in METRICS]
                 + ["" if math.isnan(r.split_miou(s)) else r.split_miou(s) for s in splits]
+                + [getattr(r, c) for c in PROVENANCE_COLUMNS]
                 + [per_class.get(c, "") for c in classes]
             )
 
@@ -259,9 +316,12 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
 def to_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
     """The report table: swept values, mIoU (final and best), pixel accuracy, steps, wall time, status."""
     splits = extra_splits(runs)
+    # commit, machine, precision: when any run has provenance.json (older sweeps have none)
+    origin = list(PROVENANCE_COLUMNS) if any(r.provenance is not None for r in runs) else []
     header = ["run", *keys, "mIoU", *(f"{s} mIoU" for s in splits), "best mIoU", "pixel acc", "steps",
-              "train wall (s)", "status"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * len(keys) + "---:|" * (5 + len(splits)) + "---|"]
+              "train wall (s)", *origin, "status"]  # fmt: skip
+    numbers = "---:|" * (5 + len(splits))
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * len(keys) + numbers + "---|" * (1 + len(origin))]
     for r in runs:
         m = r.metrics
         status = r.status if not r.note else f"{r.status}: {r.note}".replace("|", "/").replace("\n", " ")
@@ -269,6 +329,7 @@ def to_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
         cells += [_fmt(m.get("mIoU")), *(_fmt(r.split_miou(s)) for s in splits)]
         cells += [_fmt(m.get(k)) for k in ("mIoU_best", "pixel_acc", "global_step")]
         cells.append(_fmt(m.get("train_wall_s"), digits=1))
+        cells += [getattr(r, c) for c in origin]
         lines.append("| " + " | ".join([*cells, status]) + " |")
     return "\n".join(lines)
 
@@ -297,12 +358,15 @@ def configs_to_markdown(summaries: Sequence[ConfigSummary], keys: Sequence[str])
 
 
 def report_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
-    """The per-run table; when seeds vary, below the table per configuration, over seeds."""
+    """The per-run table; when seeds vary, below the table per configuration, over seeds. Provenance warnings
+    (:func:`provenance_warnings`) first."""
+    warnings = "".join(f"> **warning:** {line}\n" for line in provenance_warnings(runs))
     if not seeds_vary(runs):
-        return to_markdown(runs, keys)
+        return (warnings + "\n" if warnings else "") + to_markdown(runs, keys)
     cfg = config_keys(keys)
     return (
-        f"## Per configuration, over seeds\n\n{configs_to_markdown(aggregate(runs, cfg), cfg)}\n\n"
+        (warnings + "\n" if warnings else "")
+        + f"## Per configuration, over seeds\n\n{configs_to_markdown(aggregate(runs, cfg), cfg)}\n\n"
         f"## Per run\n\n{to_markdown(runs, keys)}"
     )
 
@@ -504,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.exit(2, f"error: {exc}\n")
     out = args.out or args.sweep_dir
     print(report_markdown(runs, swept_keys(runs)))
+    for line in provenance_warnings(runs):
+        print(f"warning: {line}", file=sys.stderr)
     bad = sum(r.status != "ok" for r in runs)
     configs = f" and {REPORT}_configs.csv" if seeds_vary(runs) else ""
     print(f"\n{len(runs)} runs ({bad} failed or unfinished); wrote {out}/{REPORT}.csv, .md and .png{configs}")

@@ -15,13 +15,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m seg.train
 
+# pytest-xdist: WORKERS processes share the cores (tests/conftest.py gives each its share of threads); a test
+# file stays on one worker, so a module's shared fixture is built once. WORKERS=1 runs the tests one by one.
+WORKERS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check seg tests benchmarks
 	$(BIN)/ruff format --check seg tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q -m "" -n $(WORKERS) --dist loadfile
 
 # sweeps through a real SLURM scheduler on a one-node cluster on this machine (root: scripts/slurm_local.sh)
 test-slurm: $(STAMP)

@@ -1,12 +1,18 @@
 """The machine a run is on: the CPU's model and the flags that change speed or numerics, and the CPU training
 precision chosen from them (``${seg.cpu_precision:}`` in ``conf/trainer/default.yaml``).
 
-What the rule rests on (benchmarks/RESULTS.md, "Training precision"): on an Intel Xeon with AMX (bf16 matrix units,
-``amx_bf16``), bf16 autocast + channels_last trained the ResNet networks 1.5-2.4x faster than fp32 (the quickstart's
-ResNet-18, DeepLabV3-ResNet-50) at equal mIoU, but the EfficientNet-Lite0 of ``camvid_imagenet_cpu`` 2x slower
-(6.1 s against 3.1 s a step: depthwise convolutions), so that recipe sets ``32-true`` itself. On CPUs without AMX
-bf16 autocast was 4-20x slower than fp32 for every network measured (an AMD EPYC with AVX-512 BF16 included).
-``SEG_CPU_PRECISION=32-true|bf16-mixed`` overrides the rule (tests and benchmarks force either path with it).
+The rule follows the training-step times of benchmarks/RESULTS.md, section 19 (fp32 step time / bf16 step time, each
+recipe's batch and crop; above 1, bf16 autocast is faster):
+
+| CPU | ResNet networks | EfficientNet-Lite0 (camvid_imagenet_cpu) |
+|---|---|---|
+| Intel Xeon with AMX (``amx_bf16``) | quickstart 2.25, DeepLabV3-R50 2.39 | 0.51 (6.1 s against 3.1 s a step) |
+| AMD EPYC with AVX-512 BF16, no AMX | quickstart 1.67, camvid_cpu 1.19, R101 1.89 | 1.31, but its fine-tune diverged |
+| an AMD EPYC without either | quickstart about 0.05 (bf16 emulated) | not measured |
+
+So ``bf16-mixed`` where the CPU has bf16 instructions (AMX or AVX-512 BF16), ``32-true`` elsewhere; the lite0
+recipe sets ``32-true`` itself. ``SEG_CPU_PRECISION=32-true|bf16-mixed`` overrides the rule (tests and benchmarks
+force either path with it); a precision a config sets explicitly wins over both.
 """
 
 from __future__ import annotations
@@ -62,17 +68,20 @@ def forced_cpu_precision() -> str | None:
 
 
 def cpu_precision(flags: frozenset[str] | None = None) -> str:
-    """The CPU training precision: ``SEG_CPU_PRECISION`` when set, else ``bf16-mixed`` on CPUs with AMX and
-    ``32-true`` elsewhere (the measurements are in this module's docstring). ``flags``: the CPU's, by default
-    this machine's."""
+    """The CPU training precision: ``SEG_CPU_PRECISION`` when set, else the measured rule of this module's docstring
+    for a CPU with ``flags`` (by default this machine's)."""
     forced = forced_cpu_precision()
     if forced is not None:
         return forced
-    return "bf16-mixed" if "amx_bf16" in (cpu_flags() if flags is None else flags) else "32-true"
+    flags = cpu_flags() if flags is None else flags
+    return "bf16-mixed" if "amx_bf16" in flags or "avx512_bf16" in flags else "32-true"
 
 
 def machine_label(model: str, flags: frozenset[str] | set[str], gpu: str | None = None) -> str:
-    """A short name for tables: the GPU when there is one, else the CPU model with ``+AMX`` where it has AMX."""
+    """A short name for tables: the GPU when there is one, else the CPU model with the bf16 units that decide its
+    precision (``+AMX``, ``+AVX512-BF16``): two CPUs of one model name may differ in them."""
     if gpu:
         return gpu
-    return f"{model} +AMX" if "amx_bf16" in flags else model
+    if "amx_bf16" in flags:
+        return f"{model} +AMX"
+    return f"{model} +AVX512-BF16" if "avx512_bf16" in flags else model

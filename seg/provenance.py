@@ -42,7 +42,7 @@ def _git(*args: str) -> str | None:
         res = subprocess.run(["git", "-C", str(_SOURCE), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):  # no git, or it hung
         return None
-    return res.stdout.strip() if res.returncode == 0 else None
+    return res.stdout.rstrip() if res.returncode == 0 else None  # porcelain lines start with a space: keep it
 
 
 def code_record() -> dict[str, Any]:
@@ -81,6 +81,7 @@ def machine_record() -> dict[str, Any]:
         "cpu_model": model,
         "cpu_flags": sorted(f for f in SPEED_FLAGS if f in flags),
         "amx": "amx_bf16" in flags,
+        "bf16_instructions": "amx_bf16" in flags or "avx512_bf16" in flags,
         "cpus": os.cpu_count(),
         "gpu": gpu,
         "gpus": torch.cuda.device_count() if gpu else 0,

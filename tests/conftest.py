@@ -12,6 +12,19 @@ from seg.data.synthetic import generate
 from tests.helpers import TINY, compose_cfg
 
 
+def pytest_configure(config):
+    """Under ``pytest -n N`` (pytest-xdist, as ``make test`` runs), the cores are shared out among the N workers and
+    the processes their tests start, so that N torch processes never run more threads than there are cores (two
+    processes with two threads each on two cores run several times slower, not half as fast)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the subprocesses (python -m seg.train, ...)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """A small synthetic VOC-layout tree (24 train / 5 val images of 64 px), generated once per session."""

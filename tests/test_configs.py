@@ -75,38 +75,47 @@ vendor_id\t: GenuineIntel
 model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
 flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
 """
-EPYC_CPUINFO = """processor\t: 0
+EPYC_BF16_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
 model name\t: AMD EPYC 9B14
 flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 avx512_vnni
 """
+EPYC_AVX2_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse2 avx2 fma
+"""
+# cpuinfo, model name, the training precision the rule picks, what the label a sweep report shows adds
+CPUS = [
+    (XEON_CPUINFO, "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz", "bf16-mixed", " +AMX"),
+    (EPYC_BF16_CPUINFO, "AMD EPYC 9B14", "bf16-mixed", " +AVX512-BF16"),
+    (EPYC_AVX2_CPUINFO, "AMD EPYC 7B13", "32-true", ""),
+    ("", None, "32-true", ""),
+]
 
 
-XEON_MODEL = "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
-CPUS = [(XEON_CPUINFO, XEON_MODEL, "bf16-mixed"), (EPYC_CPUINFO, "AMD EPYC 9B14", "32-true"), ("", None, "32-true")]
-
-
-@pytest.mark.parametrize(("cpuinfo", "model", "precision"), CPUS)
-def test_the_cpu_default_precision_is_bf16_only_on_amx(monkeypatch, cpuinfo, model, precision):
-    """Both branches of the rule on either kind of machine: the CPU's flags are faked, SEG_CPU_PRECISION unset."""
+@pytest.mark.parametrize(("cpuinfo", "model", "precision", "amx"), CPUS)
+def test_the_cpu_precision_rule_on_each_kind_of_cpu(monkeypatch, cpuinfo, model, precision, amx):
+    """Every branch of the measured rule on either kind of machine: the CPU's flags are faked, SEG_CPU_PRECISION
+    unset; the trainer default follows it, the lite0 recipe keeps its own fp32."""
     monkeypatch.delenv(PRECISION_ENV, raising=False)
     flags = cpu_flags(cpuinfo)
     assert cpu_precision(flags) == precision
     if model is not None:
-        assert cpu_model(cpuinfo) == model
-        assert machine_label(model, flags) == (f"{model} +AMX" if precision == "bf16-mixed" else model)
-    monkeypatch.setattr("seg.machine._cpuinfo", lambda: cpuinfo)  # this machine, as the trainer config sees it
+        assert cpu_model(cpuinfo) == model and machine_label(model, flags) == model + amx
+    monkeypatch.setattr("seg.machine._cpuinfo", lambda: cpuinfo)  # this machine, as the configs see it
     assert compose_cfg([]).trainer.precision == precision
+    assert compose_cfg(["+experiment=camvid_cpu"]).trainer.precision == precision
+    assert compose_cfg(["+experiment=camvid_imagenet_cpu"]).trainer.precision == "32-true"
 
 
 @pytest.mark.parametrize("forced", ["32-true", "bf16-mixed"])
 def test_seg_cpu_precision_forces_either_path_on_either_machine(monkeypatch, forced):
     monkeypatch.setenv(PRECISION_ENV, forced)
-    for cpuinfo in (XEON_CPUINFO, EPYC_CPUINFO):
+    for cpuinfo, *_ in CPUS:
         assert cpu_precision(cpu_flags(cpuinfo)) == forced
     assert compose_cfg([]).trainer.precision == forced
-    assert compose_cfg(["trainer.precision=16-mixed"]).trainer.precision == "16-mixed"  # a set value wins
-    assert compose_cfg(["+experiment=camvid_imagenet_cpu"]).trainer.precision == "32-true"  # measured: see its yaml
+    assert compose_cfg(["+experiment=camvid_imagenet_cpu"]).trainer.precision == "32-true"  # set in its YAML
+    assert compose_cfg(["trainer.precision=16-mixed"]).trainer.precision == "16-mixed"  # a value set wins
 
 
 def test_a_bad_seg_cpu_precision_names_the_accepted_values(monkeypatch):

@@ -16,7 +16,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from seg.analysis.sweep import aggregate, find_runs, main, plot, provenance_warnings, report, swept_keys
-from seg.machine import cpu_flags, cpu_model, cpu_precision
+from seg.machine import cpu_flags, cpu_model
 from tests.helpers import TINY, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ def test_real_multirun_with_a_failing_job(tmp_path, tiny_data_dir):
     assert ok["versions"]["torch"] == torch.__version__.split("+")[0] or ok["versions"]["torch"] == torch.__version__
     assert all(ok["versions"][lib] for lib in ("seg", "torchvision", "timm", "pytorch-lightning", "hydra-core"))
     assert ok["machine"]["cpu_model"] == cpu_model() and ok["machine"]["amx"] == ("amx_bf16" in cpu_flags())
-    assert ok["precision"] == cpu_precision() and ok["threads"] == torch.get_num_threads()
+    assert ok["precision"] == "32-true" and ok["threads"] == torch.get_num_threads()  # as _tiny sets it
     assert runs[0].commit == runs[1].commit != "?" and runs[0].machine == runs[1].machine == ok["machine"]["label"]
     assert provenance_warnings(runs) == []  # one machine, one precision, one commit
 

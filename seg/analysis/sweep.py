@@ -69,7 +69,7 @@ class Run:
 
     @property
     def machine(self) -> str:
-        """The machine's label (the CPU model, ``+AMX`` where it has AMX; the GPU's name), else ``?``."""
+        """The machine's label (the CPU model with ``+AMX`` or ``+AVX512-BF16``; the GPU's name), else ``?``."""
         return ((self.provenance or {}).get("machine") or {}).get("label") or "?"
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,12 @@ def test_wandb_offline_run_has_the_metrics_and_the_image_grid(cfg_train, tmp_pat
         wandb.finish()  # the CLI's process ends the run at exit; here the files are complete only after this
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")  # what `wandb sync` uploads
     (log,) = run_dir.glob("run-*.wandb")  # offline, the run's records are only in this file (no wandb-summary.json)
-    rows = wandb_history(log)
+    # wandb's writer is a process of its own: on a loaded machine (make test's two workers) its last records can
+    # reach the file after finish() returns, so wait for the validation row (at most 60 s)
+    deadline, rows = time.monotonic() + 60, wandb_history(log)
+    while not any("val/mIoU" in r for r in rows) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = wandb_history(log)
     miou = json.loads((tmp_path / "metrics.json").read_text())["mIoU"]
     assert [float(r["val/mIoU"]) for r in rows if "val/mIoU" in r] == [pytest.approx(miou, abs=1e-6)]
     (grid,) = [r for r in rows if "val/samples/_type" in r]  # the validation image grid, one validation

@@ -177,7 +177,17 @@ def test_report_over_seeds_writes_the_table_per_configuration(seeded, capsys):
     main([str(seeded)])
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "## Per configuration, over seeds" and out[4] == md[4]  # the grouped table first
-    assert out[-1].endswith("sweep_report_configs.csv") and out[-1].startswith("6 runs (1 failed or unfinished)")
+    assert out[-1].endswith("sweep_report_configs.csv and sweep_report_paired.csv")
+    assert out[-1].startswith("6 runs (1 failed or unfinished)")
+    # OS 8 - OS 16 on seeds 1 and 2 (seed 3 of OS 8 failed): +0.10, +0.14; mean 0.12, sd 0.028284, t(1) 12.706
+    paired = md.index("## Paired differences over seeds")
+    assert 5 < paired < per_run and md[paired + 6] == (
+        "| 8 | 16 | val | 2 | +0.1200 | [-0.1341, +0.3741] | 2 / 0 | not shown |"
+    )
+    with (seeded / "sweep_report_paired.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["A"], row["B"], row["split"], row["pairs"], row["reading"]) == ("8", "16", "val", "2", "not shown")
+    assert float(row["low"]) == pytest.approx(0.12 - 12.706 * 0.02, abs=1e-9)
 
 
 def test_plot_over_seeds_shows_means_error_bars_and_each_seed(seeded):

@@ -11,7 +11,10 @@ When the sweep repeats configurations with several seeds (the override ``seed`` 
 also grouped by the other swept keys: ``sweep_report.md`` then starts with a table "per configuration, over seeds"
 (number of seeds, mean ± sample std of final and best mIoU and of training wall time, min and max mIoU, and the
 number of failed or unfinished runs, best mean mIoU first) above the per-run table, the same numbers go to
-``sweep_report_configs.csv``, and the plot shows means with std error bars and each seed's value as a dot.
+``sweep_report_configs.csv``, and the plot shows means with std error bars and each seed's value as a dot. Every
+pair of configurations is then compared seed by seed (mean difference with its 95% interval from t over the seeds,
+the sign count, "not shown" where the interval spans zero; :mod:`seg.analysis.paired`), on val and on every extra
+split, in ``sweep_report.md`` and ``sweep_report_paired.csv``.
 
 Runs validated on extra splits as well (``data.extra_val_splits``, e.g. a held-out CamVid sequence) get a column
 ``<split> mIoU`` per split in every table and CSV (mean ± std per configuration); the plots show them as hollow
@@ -39,6 +42,7 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
+from seg.analysis.paired import PairedDifference, paired_difference
 from seg.callbacks.job_status import STATUS_FILE
 from seg.provenance import read_provenance
 
@@ -357,18 +361,71 @@ def configs_to_markdown(summaries: Sequence[ConfigSummary], keys: Sequence[str])
     return "\n".join(lines)
 
 
+def _by_seed(summary: ConfigSummary, split: str) -> dict[str, float]:
+    """Seed -> mIoU on ``split`` ("val", or an extra validation split) of a configuration's finished runs."""
+    ok = [r for r in summary.runs if r.status == "ok"]
+    return {r.overrides.get(SEED, ""): r.miou if split == "val" else r.split_miou(split) for r in ok}
+
+
+def paired_rows(
+    summaries: Sequence[ConfigSummary], keys: Sequence[str]
+) -> list[tuple[str, str, str, PairedDifference]]:
+    """(A, B, split, A - B over their common seeds) for every pair of configurations, A the better mean first, on
+    val and on every extra validation split."""
+    rows = []
+    splits = ["val", *summary_splits(summaries)]
+    for i, a in enumerate(summaries):
+        for b in summaries[i + 1 :]:
+            label_a, label_b = (_values_label(s.values, keys).replace("\n", ", ") for s in (a, b))
+            for split in splits:
+                rows.append((label_a, label_b, split, paired_difference(_by_seed(a, split), _by_seed(b, split))))
+    return rows
+
+
+def paired_to_markdown(rows: Sequence[tuple[str, str, str, PairedDifference]]) -> str:
+    """The paired table: pairs, mean A - B, its 95% interval (t over seeds), the signs and the reading."""
+    header = "| A | B | split | pairs | mean A - B | 95% interval | A > B / A < B | reading |"
+    lines = [header, "|---|---|---|---:|---:|---|---:|---|"]
+    for a, b, split, d in rows:
+        interval = "-" if math.isnan(d.low) else f"[{d.low:+.4f}, {d.high:+.4f}]"
+        mean = "-" if math.isnan(d.mean) else f"{d.mean:+.4f}"
+        lines.append(
+            f"| {a} | {b} | {split} | {d.n} | {mean} | {interval} | {d.positive} / {d.negative} | {d.reading} |"
+        )
+    return "\n".join(lines)
+
+
+PAIRED_NOTE = (
+    "A - B over the seeds both configurations finished; 95% interval of the mean difference from Student's t over "
+    "the seeds; **not shown** where it spans zero (seg/analysis/paired.py)."
+)
+
+
 def report_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
-    """The per-run table; when seeds vary, below the table per configuration, over seeds. Provenance warnings
-    (:func:`provenance_warnings`) first."""
+    """The per-run table; when seeds vary, above it the table per configuration, over seeds, and the paired
+    differences between configurations. Provenance warnings (:func:`provenance_warnings`) first."""
     warnings = "".join(f"> **warning:** {line}\n" for line in provenance_warnings(runs))
     if not seeds_vary(runs):
         return (warnings + "\n" if warnings else "") + to_markdown(runs, keys)
     cfg = config_keys(keys)
+    summaries = aggregate(runs, cfg)
+    paired = f"## Paired differences over seeds\n\n{PAIRED_NOTE}\n\n{paired_to_markdown(paired_rows(summaries, cfg))}"
     return (
         (warnings + "\n" if warnings else "")
-        + f"## Per configuration, over seeds\n\n{configs_to_markdown(aggregate(runs, cfg), cfg)}\n\n"
-        f"## Per run\n\n{to_markdown(runs, keys)}"
+        + f"## Per configuration, over seeds\n\n{configs_to_markdown(summaries, cfg)}\n\n"
+        + (paired + "\n\n" if len(summaries) > 1 else "")
+        + f"## Per run\n\n{to_markdown(runs, keys)}"
     )
+
+
+def write_paired_csv(rows: Sequence[tuple[str, str, str, PairedDifference]], path: Path) -> None:
+    """The paired differences, one row per pair of configurations and split; NaN left empty."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["A", "B", "split", "pairs", "mean", "low", "high", "positive", "negative", "reading"])
+        for a, b, split, d in rows:
+            numbers = ["" if math.isnan(v) else v for v in (d.mean, d.low, d.high)]
+            writer.writerow([a, b, split, d.n, *numbers, d.positive, d.negative, d.reading])
 
 
 CONFIG_COLUMNS = ("n", "n_failed", "miou_mean", "miou_std", "miou_min", "miou_max", "miou_best_mean",
@@ -547,9 +604,12 @@ def report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> list[Run
     write_csv(runs, out / f"{REPORT}.csv")
     if seeds_vary(runs):
         cfg = config_keys(keys)
-        write_configs_csv(aggregate(runs, cfg), cfg, out / f"{REPORT}_configs.csv")
+        summaries = aggregate(runs, cfg)
+        write_configs_csv(summaries, cfg, out / f"{REPORT}_configs.csv")
+        write_paired_csv(paired_rows(summaries, cfg), out / f"{REPORT}_paired.csv")
     else:
         (out / f"{REPORT}_configs.csv").unlink(missing_ok=True)
+        (out / f"{REPORT}_paired.csv").unlink(missing_ok=True)
     (out / f"{REPORT}.md").write_text(report_markdown(runs, keys) + "\n")
     plot(runs, keys).savefig(out / f"{REPORT}.png", dpi=110)
     return runs
@@ -571,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for line in provenance_warnings(runs):
         print(f"warning: {line}", file=sys.stderr)
     bad = sum(r.status != "ok" for r in runs)
-    configs = f" and {REPORT}_configs.csv" if seeds_vary(runs) else ""
+    configs = f", {REPORT}_configs.csv and {REPORT}_paired.csv" if seeds_vary(runs) else ""
     print(f"\n{len(runs)} runs ({bad} failed or unfinished); wrote {out}/{REPORT}.csv, .md and .png{configs}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -279,11 +280,46 @@ def test_camvid_cross_sequence_splits_hold_one_sequence_out(tmp_path):
         CamVidSegmentation(tmp_path, "train@Seq05VD")
 
 
+def test_camvid_splits_joined_by_plus_are_read_together_and_never_count_a_frame_twice(tmp_path):
+    mask = np.zeros((4, 6), np.uint8)
+    make_camvid(tmp_path, "train", ["0001TP_006690", "0006R0_f00930"], [mask] * 2)
+    make_camvid(tmp_path, "val", ["0016E5_07959"], [mask])
+    both = CamVidSegmentation(tmp_path, "train+val")
+    assert both.ids == ["0001TP_006690", "0006R0_f00930", "0016E5_07959"]
+    assert both.files[2] == (tmp_path / "val/0016E5_07959.png", tmp_path / "valannot/0016E5_07959.png")
+    assert CamVidSegmentation(tmp_path, "train+val-0006R0").ids == ["0001TP_006690", "0016E5_07959"]
+    assert CamVidSegmentation(tmp_path, "train+val@0016E5").ids == ["0016E5_07959"]
+    make_camvid(tmp_path, "test", ["0006R0_f00930"], [mask])  # a frame of train again
+    twice = r"split 'train\+test': frame 0006R0_f00930 is in both 'train' and 'test' \(.*test/0006R0_f00930\.png\)"
+    with pytest.raises(ValueError, match=twice + ": it would be counted twice"):
+        CamVidSegmentation(tmp_path, "train+test")
+    with pytest.raises(ValueError, match=r"split 'train\+' is not <split>\[\+<split>\.\.\.\]\[-\|@<sequence>\]"):
+        CamVidSegmentation(tmp_path, "train+")
+
+
+def test_training_on_the_validation_frames_is_named(tmp_path, caplog):
+    """train+val trains on the val frames: the data module says so, with the count, for each validation split."""
+    from seg.data.datamodule import SegDataModule
+
+    mask = np.zeros((4, 6), np.uint8)
+    make_camvid(tmp_path, "train", ["0001TP_006690", "0006R0_f00930", "0006R0_f00960"], [mask] * 3)
+    make_camvid(tmp_path, "val", ["0016E5_07959"], [mask])
+    dm = SegDataModule(CamVidSegmentation, tmp_path, train_split="train+val-0006R0", extra_val_splits=["train@0006R0"])
+    with caplog.at_level(logging.WARNING, logger="seg.data.datamodule"):
+        dm.setup("fit")
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        "the train split 'train+val-0006R0' holds 1 of the 1 frames of validation split 'val': not held out"
+    ]
+
+
 def test_real_camvid_sequences_match_the_data_readme():
     root = needs_shared("camvid")
     counts = {s: len(CamVidSegmentation(root, f"train@{s}")) for s in ("0001TP", "0006R0", "0016E5")}
     assert counts == {"0001TP": 62, "0006R0": 101, "0016E5": 204}
     assert len(CamVidSegmentation(root, "train-0006R0")) == 266
+    assert len(CamVidSegmentation(root, "train+val")) == 468  # the published test figures' training set
+    assert len(CamVidSegmentation(root, "train+val-0006R0")) == 367  # and its cross-sequence proxy
     assert {i[:6] for i in CamVidSegmentation(root, "val").ids} == {"0016E5"}
 
 

@@ -47,6 +47,10 @@ class CamVidSegmentation(SegmentationDataset):
     sequence 0006R0, ``train@0006R0`` those frames alone. The standard val frames all come from 0016E5, whose
     other frames are in train; a held-out sequence is the nearer stand-in for the test split's unseen streets:
     ``data.train_split=train-0006R0 data.val_split=train@0006R0``.
+
+    Splits joined by ``+`` are read together: ``train+val`` (468 frames) is the training set of the published
+    CamVid test figures (ICNet, BiSeNet, PP-LiteSeg's test configs); a frame in two of them is an error, never
+    counted twice. The sequence suffixes apply to the union: ``train+val-0006R0``.
     """
 
     classes = CAMVID_CLASSES
@@ -54,17 +58,31 @@ class CamVidSegmentation(SegmentationDataset):
     layout = "<split>/<name>.png, <split>annot/<name>.png and optionally <split>.txt"
 
     def _list_pairs(self) -> list[tuple[str, Path, Path]]:
-        found = re.fullmatch(r"(\w+?)([-@])(\w+)", self.split)
+        found = re.fullmatch(r"(\w+?(?:\+\w+?)*)(?:([-@])(\w+))?", self.split)
         if found is None:
-            return self._split_pairs(self.split)
+            raise ValueError(f"{self.name}: split {self.split!r} is not <split>[+<split>...][-|@<sequence>]")
         split, op, sequence = found.groups()
+        if op is None:
+            return self._union_pairs(split)
         if sequence not in SEQUENCES:
             raise ValueError(f"{self.name}: split {self.split!r}: unknown sequence {sequence!r}; CamVid's are "
                              f"{list(SEQUENCES)}")  # fmt: skip
-        pairs = [p for p in self._split_pairs(split) if p[0].startswith(sequence) == (op == "@")]
+        pairs = [p for p in self._union_pairs(split) if p[0].startswith(sequence) == (op == "@")]
         if not pairs:
             raise ValueError(f"{self.name}: split {self.split!r} is empty: no frame of {sequence} "
                              f"{'in' if op == '@' else 'outside'} split {split!r}")  # fmt: skip
+        return pairs
+
+    def _union_pairs(self, splits: str) -> list[tuple[str, Path, Path]]:
+        """The pairs of ``a+b+...``, in that order; ValueError naming a frame that two of them hold."""
+        pairs, seen = [], {}
+        for split in splits.split("+"):
+            for pair in self._split_pairs(split):
+                if pair[0] in seen:
+                    both = f"frame {pair[0]} is in both {seen[pair[0]]!r} and {split!r} ({pair[1]})"
+                    raise ValueError(f"{self.name}: split {self.split!r}: {both}: it would be counted twice")
+                seen[pair[0]] = split
+                pairs.append(pair)
         return pairs
 
     def _split_pairs(self, split: str) -> list[tuple[str, Path, Path]]:

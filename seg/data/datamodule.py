@@ -132,6 +132,12 @@ class SegDataModule(pl.LightningDataModule):
                 f"split '{self.train_split}' of {self.root} has {len(self.train_set)} image: training needs at "
                 "least 2 (BatchNorm)"
             )
+        if stage in (None, "fit") and self.train_set is not None:
+            for ds in (self.val_set, *self.extra_val_sets):  # e.g. train+val: a score on trained-on frames
+                shared = set(self.train_set.ids) & set(ds.ids)
+                if shared:
+                    message = "the train split '%s' holds %d of the %d frames of validation split '%s': not held out"
+                    log.warning(message, self.train_split, len(shared), len(ds), ds.split)
         if self.num_classes is not None and self.val_set.num_classes != self.num_classes:
             raise ValueError(
                 f"data.num_classes={self.num_classes} but {type(self.val_set).__name__} has "

@@ -39,6 +39,16 @@ def test_camvid_imagenet_recipe_fine_tunes_the_pretrained_lite0_encoder():
     assert cfg.trainer.max_time == "00:00:55:00"
 
 
+def test_the_train_plus_val_recipe_is_the_imagenet_recipe_on_468_frames():
+    cfg, base = compose_cfg(["+experiment=camvid_imagenet_trainval"]), compose_cfg(["+experiment=camvid_imagenet_cpu"])
+    assert cfg.data.train_split == "train+val" and cfg.task_name == "camvid_imagenet_trainval"
+    for key in ("model", "trainer", "callbacks"):
+        assert cfg[key] == base[key], key
+    assert {k: v for k, v in cfg.data.items() if k != "train_split"} == {
+        k: v for k, v in base.data.items() if k != "train_split"
+    }
+
+
 def test_camvid_imagenet_recipe_validates_on_a_held_out_sequence_too(tmp_path):
     from seg.train import train
 

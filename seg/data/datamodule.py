@@ -114,6 +114,7 @@ class SegDataModule(pl.LightningDataModule):
         self.train_set = self.val_set = None
         self.extra_val_sets: list = []
         self._headers_checked: set[str] = set()
+        self._overlap_warned: set[str] = set()  # validation splits the train split overlaps, warned once
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
@@ -135,7 +136,8 @@ class SegDataModule(pl.LightningDataModule):
         if stage in (None, "fit") and self.train_set is not None:
             for ds in (self.val_set, *self.extra_val_sets):  # e.g. train+val: a score on trained-on frames
                 shared = set(self.train_set.ids) & set(ds.ids)
-                if shared:
+                if shared and ds.split not in self._overlap_warned:  # once, though Lightning calls setup again
+                    self._overlap_warned.add(ds.split)
                     message = "the train split '%s' holds %d of the %d frames of validation split '%s': not held out"
                     log.warning(message, self.train_split, len(shared), len(ds), ds.split)
         if self.num_classes is not None and self.val_set.num_classes != self.num_classes:

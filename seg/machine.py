@@ -24,8 +24,8 @@ from functools import lru_cache
 PRECISION_ENV = "SEG_CPU_PRECISION"
 CPU_PRECISIONS = ("32-true", "bf16-mixed")
 # the CPU flags that change a run's speed or its numerics (bf16 / int8 matrix units, vector widths, FMA)
-SPEED_FLAGS = ("amx_bf16", "amx_int8", "amx_fp16", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
-               "avx_vnni", "avx2", "fma")  # fmt: skip
+SPEED_FLAGS = ("amx_bf16", "amx_int8", "amx_fp16", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni")
+SPEED_FLAGS += ("avx_vnni", "avx2", "fma")
 
 
 @lru_cache(maxsize=1)

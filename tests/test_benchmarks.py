@@ -33,6 +33,12 @@ def test_gpu_script_parses_and_its_python_side_runs_on_the_cpu():
     assert "resnet18 OS 16 compile=False" in out and "images/s" in out
 
 
+def test_training_precision_benchmark_times_a_recipe_in_both_precisions():
+    out = bench("training_precision.py", "--recipes", "quickstart", "--rounds", "1", "--max-batch", "2")
+    assert "| recipe | batch x crop | fp32 s/step | bf16 s/step | fp32 / bf16 |" in out
+    assert "| quickstart | 2 x 96x96 |" in out and "machine: " in out
+
+
 def test_sliding_window_benchmark_asserts_identical_outputs():
     out = bench("sliding_window.py", "--height", "48", "--width", "96", "--windows", "32", "--batch", "4",
                 "--rounds", "1", "--precisions", "32")  # fmt: skip

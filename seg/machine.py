@@ -67,14 +67,18 @@ def forced_cpu_precision() -> str | None:
     return value
 
 
+def has_bf16_units(flags: frozenset[str] | set[str]) -> bool:
+    """Whether a CPU with ``flags`` computes bf16 in hardware (AMX or AVX-512 BF16), not emulated."""
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def cpu_precision(flags: frozenset[str] | None = None) -> str:
     """The CPU training precision: ``SEG_CPU_PRECISION`` when set, else the measured rule of this module's docstring
     for a CPU with ``flags`` (by default this machine's)."""
     forced = forced_cpu_precision()
     if forced is not None:
         return forced
-    flags = cpu_flags() if flags is None else flags
-    return "bf16-mixed" if "amx_bf16" in flags or "avx512_bf16" in flags else "32-true"
+    return "bf16-mixed" if has_bf16_units(cpu_flags() if flags is None else flags) else "32-true"
 
 
 def machine_label(model: str, flags: frozenset[str] | set[str], gpu: str | None = None) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from seg.atomic import write_json_atomic
-from seg.machine import PRECISION_ENV, SPEED_FLAGS, cpu_flags, cpu_model, machine_label
+from seg.machine import PRECISION_ENV, SPEED_FLAGS, cpu_flags, cpu_model, has_bf16_units, machine_label
 
 PROVENANCE_FILE = "provenance.json"
 # distribution names: the libraries whose versions change what a run computes
@@ -81,7 +81,7 @@ def machine_record() -> dict[str, Any]:
         "cpu_model": model,
         "cpu_flags": sorted(f for f in SPEED_FLAGS if f in flags),
         "amx": "amx_bf16" in flags,
-        "bf16_instructions": "amx_bf16" in flags or "avx512_bf16" in flags,
+        "bf16_instructions": has_bf16_units(flags),
         "cpus": os.cpu_count(),
         "gpu": gpu,
         "gpus": torch.cuda.device_count() if gpu else 0,

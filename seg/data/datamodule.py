@@ -134,8 +134,9 @@ class SegDataModule(pl.LightningDataModule):
                 "least 2 (BatchNorm)"
             )
         if stage in (None, "fit") and self.train_set is not None:
+            train_ids = set(self.train_set.ids)
             for ds in (self.val_set, *self.extra_val_sets):  # e.g. train+val: a score on trained-on frames
-                shared = set(self.train_set.ids) & set(ds.ids)
+                shared = train_ids & set(ds.ids)
                 if shared and ds.split not in self._overlap_warned:  # once, though Lightning calls setup again
                     self._overlap_warned.add(ds.split)
                     message = "the train split '%s' holds %d of the %d frames of validation split '%s': not held out"

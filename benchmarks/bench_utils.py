@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from seg.machine import cpu_flags, cpu_model, cpu_precision, machine_label
+from seg.utils.machine import cpu_flags, cpu_model, cpu_precision, machine_label
 
 
 def machine() -> str:

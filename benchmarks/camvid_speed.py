@@ -31,15 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def build(args: argparse.Namespace) -> tuple[torch.nn.Module, float, str]:
     """(eval-mode net, input scale, description) from a checkpoint or a recipe's config."""
     if args.ckpt:
-        from seg.checkpoint import load_model
-        from seg.run_config import run_inference_defaults
+        from seg.runs.config import run_inference_defaults
+        from seg.runs.loaded import load_model
 
         loaded = load_model(args.ckpt, channels_last=False)
         scale = run_inference_defaults(loaded.run_cfg)["input_scale"]
         return loaded.net.float().eval(), scale, str(args.ckpt)
     from hydra.utils import instantiate
 
-    from seg.hydra_utils import compose_config
+    from seg.utils.compose import compose_config
 
     cfg = compose_config([f"+experiment={args.experiment}", "model.net.weights=null"])
     return instantiate(cfg.model.net).eval(), float(cfg.model.input_scale), f"untrained {args.experiment}"
@@ -68,7 +68,7 @@ def profile(net: torch.nn.Module, frame: torch.Tensor, scale: float, rounds: int
 
     net = copy.deepcopy(net).to(memory_format=torch.channels_last)
     if fold:
-        from seg.models.fold_bn import fold_batchnorm
+        from seg.models.support.fold_bn import fold_batchnorm
 
         net, count = fold_batchnorm(net, frame[..., :64, :64].contiguous(memory_format=torch.channels_last))
         print(f"BatchNorm folded into the convolutions ({count})\n")
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     from bench_utils import interleave, machine
 
-    from seg.malloc import keep_freed_memory
+    from seg.utils.malloc import keep_freed_memory
 
     keep_freed_memory()
     torch.set_num_threads(args.threads)
@@ -136,7 +136,7 @@ def main() -> None:
 
         return logits
 
-    from seg.models.fold_bn import fold_batchnorm
+    from seg.models.support.fold_bn import fold_batchnorm
 
     folded, count = fold_batchnorm(cl, torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last))
     print(f"folded {count} BatchNorms into their convolutions")
@@ -163,8 +163,10 @@ def main() -> None:
     one = {name: (lambda fn=fn: fn(frame)) for name, fn in pipelines.items()}
     many = {name: (lambda fn=fn: fn(batch)) for name, fn in pipelines.items()}
     single, batched = interleave(one, args.rounds, warmup=2), interleave(many, max(2, args.rounds // 4), warmup=1)
-    print(f"{machine()}\n{what}: input_scale {scale}, frames {h}x{w}; medians of {args.rounds} single frames and "
-          f"{max(2, args.rounds // 4)} batches of {args.batch}, interleaved\n")  # fmt: skip
+    print(
+        f"{machine()}\n{what}: input_scale {scale}, frames {h}x{w}; medians of {args.rounds} single frames and "
+        f"{max(2, args.rounds // 4)} batches of {args.batch}, interleaved\n"
+    )
     print("| runtime | ms / frame (batch 1) | frames / s (batch 1) | frames / s (batch 8) | val mIoU |")
     print("|---|---:|---:|---:|---:|")
     miou = {"ONNX Runtime fp32": report.get("mIoU_fp32"), "ONNX Runtime int8": report.get("mIoU_int8")}

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header  # noqa: E402
 
-from seg.hydra_utils import compose_config  # noqa: E402
+from seg.utils.compose import compose_config  # noqa: E402
 
 WARM = 3  # steps of each variant left out of the medians (compilation, oneDNN primitive creation)
 
@@ -49,8 +49,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--precision", choices=("32", "bf16"), default="32")
     a = p.parse_args()
-    header("camvid_cpu training step: eager vs torch.compile (inductor)",
-           f"python benchmarks/compile.py --root {a.root} --steps {a.steps} --precision {a.precision}")  # fmt: skip
+    header(
+        "camvid_cpu training step: eager vs torch.compile (inductor)",
+        f"python benchmarks/compile.py --root {a.root} --steps {a.steps} --precision {a.precision}",
+    )
     cfg = compose_config(["+experiment=camvid_cpu", f"data.root={a.root}"])
     torch.manual_seed(0)
     module = instantiate(cfg.model)
@@ -58,8 +60,10 @@ def main() -> None:
     eager = module.net.train()
     compiled_net = copy.deepcopy(eager)
     variants = {"eager": eager, "compiled": torch.compile(compiled_net)}
-    opts = {name: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-            for name, net in (("eager", eager), ("compiled", compiled_net))}  # fmt: skip
+    opts = {
+        name: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        for name, net in (("eager", eager), ("compiled", compiled_net))
+    }
     times: dict[str, list[float]] = {n: [] for n in variants}
     losses: dict[str, list[float]] = {n: [] for n in variants}
     bf16 = a.precision == "bf16"
@@ -85,8 +89,10 @@ def main() -> None:
     payback = f"{overhead / saved:.0f} steps" if saved > 0 else "never (not faster)"
     drift = max(abs(e - c) for e, c in zip(losses["eager"], losses["compiled"], strict=True))
     print(f"speed-up {ratio:.3f}x; compile time {overhead:.1f} s, paid back after {payback}")
-    print(f"loss after {a.steps} steps: eager {losses['eager'][-1]:.4f}, compiled {losses['compiled'][-1]:.4f}; "
-          f"largest difference over the curve {drift:.4f}")  # fmt: skip
+    print(
+        f"loss after {a.steps} steps: eager {losses['eager'][-1]:.4f}, compiled {losses['compiled'][-1]:.4f}; "
+        f"largest difference over the curve {drift:.4f}"
+    )
 
 
 if __name__ == "__main__":

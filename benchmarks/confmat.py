@@ -24,8 +24,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import default_precision, header, interleave, median  # noqa: E402
 
-from seg.hydra_utils import compose_config  # noqa: E402
 from seg.metrics import ConfusionMatrix  # noqa: E402
+from seg.utils.compose import compose_config  # noqa: E402
 
 
 def main() -> None:
@@ -73,8 +73,10 @@ def main() -> None:
     variants = {"validation step": val_step}
     variants.update({name: (lambda acc=acc: acc.update(preds, target)) for name, acc in accumulators.items()})
     net = cfg.model.net
-    print(f"model: quickstart DeepLabV3 {net.backbone} OS {net.output_stride}, {a.classes} classes, "
-          f"batch {a.batch}x3x{a.size}x{a.size}, {a.precision} + channels_last; {a.rounds} rounds")  # fmt: skip
+    print(
+        f"model: quickstart DeepLabV3 {net.backbone} OS {net.output_stride}, {a.classes} classes, "
+        f"batch {a.batch}x3x{a.size}x{a.size}, {a.precision} + channels_last; {a.rounds} rounds"
+    )
     times = interleave(variants, a.rounds, warmup=1)
     step = median(times["validation step"])
     print(f"  validation step (seg, with seg.metrics.ConfusionMatrix): {step * 1000:8.1f} ms")

@@ -90,8 +90,15 @@ def loader_rate(ds, samples: int, batch: int) -> float:
 def recipe_net(num_classes: int, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The voc_dilated / cityscapes_dilated network (without pretrained weights)."""
     with torch.device(device):
-        return DeepLabV3(num_classes, backbone="resnet101", output_stride=16, multi_grid=[1, 2, 4],
-                         aspp_rates=[6, 12, 18], aux=False, dropout=0.1)  # fmt: skip
+        return DeepLabV3(
+            num_classes,
+            backbone="resnet101",
+            output_stride=16,
+            multi_grid=[1, 2, 4],
+            aspp_rates=[6, 12, 18],
+            aux=False,
+            dropout=0.1,
+        )
 
 
 def forward_flops(num_classes: int, crop: int) -> int:
@@ -139,11 +146,18 @@ def main() -> None:
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # data and checkpoints: GBs
     cases = {
         "VOC (513x513 JPEG, crop 513)": (
-            VOCSegmentation(SHARED / "voc_samples", "train", train_transforms(513, (0.5, 2.0))), 21, 513, a.samples),
+            VOCSegmentation(SHARED / "voc_samples", "train", train_transforms(513, (0.5, 2.0))),
+            21,
+            513,
+            a.samples,
+        ),
         "Cityscapes (2048x1024 PNG, crop 769)": (
             CityscapesSegmentation(cityscapes_tree(tmp / "cityscapes"), "train", train_transforms(769, (0.5, 2.0))),
-            19, 769, max(8, a.samples // 4)),
-    }  # fmt: skip
+            19,
+            769,
+            max(8, a.samples // 4),
+        ),
+    }
     png = next((tmp / "cityscapes/leftImg8bit").rglob("*.png"))
     print(f"Cityscapes frame written as {png.stat().st_size / 1e6:.1f} MB PNG (real leftImg8bit files: ~2 MB)")
     for name, (ds, classes, crop, samples) in cases.items():
@@ -157,14 +171,18 @@ def main() -> None:
         print(f"{name}: source {image.shape[1]}x{image.shape[0]}, {len(ds)} files")
         print(f"  one worker, in process:        {proc:7.2f} images/s")
         print(f"  one worker, through DataLoader: {loader:7.2f} images/s")
-        print(f"  model on this machine ({threads} cores, ResNet-101 OS 16, {default_precision()}, batch 2): "
-              f"{model:.3f} images/s "
-              f"-> one worker delivers {min(proc, loader) / model:.0f}x what it consumes")  # fmt: skip
+        print(
+            f"  model on this machine ({threads} cores, ResNet-101 OS 16, {default_precision()}, batch 2): "
+            f"{model:.3f} images/s "
+            f"-> one worker delivers {min(proc, loader) / model:.0f}x what it consumes"
+        )
         for gpu, peak in GPUS.items():
             rate = a.mfu * peak / (3 * flops)
             workers = math.ceil(rate / min(proc, loader))
-            print(f"  {gpu}: 3 x {flops / 1e9:.0f} GFLOP per image at {a.mfu:.0%} of {peak / 1e12:.0f} TFLOP/s "
-                  f"-> ~{rate:.0f} images/s -> {workers} workers (one core each) at this per-core rate")  # fmt: skip
+            print(
+                f"  {gpu}: 3 x {flops / 1e9:.0f} GFLOP per image at {a.mfu:.0%} of {peak / 1e12:.0f} TFLOP/s "
+                f"-> ~{rate:.0f} images/s -> {workers} workers (one core each) at this per-core rate"
+            )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,18 @@ from seg.models import DeepLabV3  # noqa: E402
 
 # dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's datasheets; matched by substring of the name
 DATASHEET_BF16 = {
-    "H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12,
-    "GH200": 989e12, "B200": 2250e12, "A100": 312e12, "A10G": 70e12, "L40S": 362e12, "L4": 121e12,
-}  # fmt: skip
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 80GB HBM3": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "A10G": 70e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+}
 
 
 def datasheet_peak(name: str) -> float | None:
@@ -48,8 +57,9 @@ def datasheet_peak(name: str) -> float | None:
 def build(backbone: str, output_stride: int) -> torch.nn.Module:
     rates = [6, 12, 18] if output_stride == 16 else [12, 24, 36]
     grid = [1, 2, 4] if backbone in ("resnet50", "resnet101") else None  # three layer4 blocks
-    return DeepLabV3(21, backbone=backbone, output_stride=output_stride, multi_grid=grid, aspp_rates=rates,
-                     aux=False, dropout=0.1)  # fmt: skip
+    return DeepLabV3(
+        21, backbone=backbone, output_stride=output_stride, multi_grid=grid, aspp_rates=rates, aux=False, dropout=0.1
+    )
 
 
 def forward_flops(backbone: str, output_stride: int, crop: int) -> int:
@@ -85,8 +95,9 @@ def measure(args, backbone: str, output_stride: int, compiled: bool, device: tor
     net = build(backbone, output_stride).to(device).to(memory_format=torch.channels_last).train()
     model = net
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.index is not None
-                                                          else None)  # fmt: skip
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.index is not None else None
+        )
     if compiled:
         model = torch.compile(model)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
@@ -116,9 +127,16 @@ def measure(args, backbone: str, output_stride: int, compiled: bool, device: tor
         step()
         sync(device)
         times.append(time.perf_counter() - t)
-    result = {"backbone": backbone, "output_stride": output_stride, "compile": compiled, "crop": args.crop,
-              "batch_per_process": args.batch, "processes": world, "step_s": statistics.median(times),
-              "first_step_s": first}  # fmt: skip
+    result = {
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "compile": compiled,
+        "crop": args.crop,
+        "batch_per_process": args.batch,
+        "processes": world,
+        "step_s": statistics.median(times),
+        "first_step_s": first,
+    }
     result["images_per_s"] = args.batch * world / result["step_s"]
     if world > 1:  # the replicas must hold identical weights after the same number of synchronised steps
         flat = torch.cat([p.detach().float().reshape(-1) for p in net.parameters()])
@@ -163,8 +181,10 @@ def main() -> None:
     sheet = datasheet_peak(name) if device.type == "cuda" else None
     measured = matmul_ceiling(device, 8192 if device.type == "cuda" else 512)
     if rank == 0:
-        print(f"device {name} x {world} process(es); torch {torch.__version__}; bf16 matmul {measured / 1e12:.1f} "
-              f"TFLOP/s measured, datasheet {sheet / 1e12 if sheet else float('nan'):.0f} TFLOP/s")  # fmt: skip
+        print(
+            f"device {name} x {world} process(es); torch {torch.__version__}; bf16 matmul {measured / 1e12:.1f} "
+            f"TFLOP/s measured, datasheet {sheet / 1e12 if sheet else float('nan'):.0f} TFLOP/s"
+        )
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     results = []
     for backbone in args.backbones:
@@ -173,19 +193,26 @@ def main() -> None:
             for compiled in compiles:
                 r = measure(args, backbone, os_, compiled, device, world)
                 achieved = 3 * flops * r["images_per_s"] / world  # per device
-                r.update(forward_gflop=flops / 1e9, device=name, mfu_vs_matmul=achieved / measured,
-                         mfu_vs_datasheet=achieved / sheet if sheet else None)  # fmt: skip
+                r.update(
+                    forward_gflop=flops / 1e9,
+                    device=name,
+                    mfu_vs_matmul=achieved / measured,
+                    mfu_vs_datasheet=achieved / sheet if sheet else None,
+                )
                 results.append(r)
                 if rank == 0:
                     sheet_txt = f"{r['mfu_vs_datasheet']:.1%}" if sheet else "n/a"
                     extra = f", replicas differ by {r['replica_max_abs_diff']:.1e}" if world > 1 else ""
-                    print(f"{backbone} OS {os_:2d} compile={str(compiled):5s}: {r['images_per_s']:8.1f} images/s "
-                          f"({r['step_s'] * 1000:.0f} ms/step, first step {r['first_step_s']:.1f} s), MFU "
-                          f"{sheet_txt} of datasheet, {r['mfu_vs_matmul']:.1%} of measured matmul{extra}")  # fmt: skip
+                    print(
+                        f"{backbone} OS {os_:2d} compile={str(compiled):5s}: {r['images_per_s']:8.1f} images/s "
+                        f"({r['step_s'] * 1000:.0f} ms/step, first step {r['first_step_s']:.1f} s), MFU "
+                        f"{sheet_txt} of datasheet, {r['mfu_vs_matmul']:.1%} of measured matmul{extra}"
+                    )
     if rank == 0 and args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"matmul_bf16_flops": measured, "datasheet_bf16_flops": sheet,
-                                         "results": results}, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps({"matmul_bf16_flops": measured, "datasheet_bf16_flops": sheet, "results": results}, indent=2)
+        )
     if world > 1:
         dist.destroy_process_group()
 

@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header  # noqa: E402
 
-from seg.hydra_utils import compose_config  # noqa: E402
-from seg.machine import cpu_precision  # noqa: E402
+from seg.utils.compose import compose_config  # noqa: E402
+from seg.utils.machine import cpu_precision  # noqa: E402
 
 
 class PlainLoop:
@@ -60,8 +60,9 @@ class PlainLoop:
             {"params": [p for p in self.net.parameters() if id(p) in backbone_ids]},
             {"params": [p for p in self.net.parameters() if id(p) not in backbone_ids], "lr": lr * hp.head_lr_mult},
         ]
-        self.opt = torch.optim.SGD(groups, lr=lr, momentum=opt.keywords["momentum"],
-                                   weight_decay=opt.keywords["weight_decay"])  # fmt: skip
+        self.opt = torch.optim.SGD(
+            groups, lr=lr, momentum=opt.keywords["momentum"], weight_decay=opt.keywords["weight_decay"]
+        )
         power = module.scheduler_factory.keywords["power"]
         self.sched = torch.optim.lr_scheduler.PolynomialLR(self.opt, total_iters=total_steps, power=power)
 
@@ -129,9 +130,13 @@ KINDS = {  # Trainer variants: what each one leaves out of seg's default Trainer
 def make_trainer(cfg, kind: str, clock: pl.Callback) -> pl.Trainer:
     if kind == "bare":
         return instantiate(
-            cfg.trainer, callbacks=[clock], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            cfg.trainer,
+            callbacks=[clock],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
             enable_model_summary=False,
-        )  # fmt: skip
+        )
     callbacks = [
         instantiate(c) for k, c in cfg.callbacks.items() if c is not None and (kind, k) != ("no_bar", "progress_bar")
     ]
@@ -178,10 +183,15 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="seg-bench-"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # data and checkpoints: GBs
     overrides = [
-        f"data.train_transform.crop_size={a.size}", f"data.batch_size={a.batch}", f"trainer.precision={a.precision}",
-        f"model.channels_last={a.precision.startswith('bf16')}", f"trainer.max_steps={a.steps}",
-        "trainer.max_epochs=-1", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
-    ]  # fmt: skip
+        f"data.train_transform.crop_size={a.size}",
+        f"data.batch_size={a.batch}",
+        f"trainer.precision={a.precision}",
+        f"model.channels_last={a.precision.startswith('bf16')}",
+        f"trainer.max_steps={a.steps}",
+        "trainer.max_epochs=-1",
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+    ]
     if a.backbone:
         overrides.append(f"model.net.backbone={a.backbone}")
     if a.output_stride:
@@ -214,18 +224,25 @@ def main() -> None:
             res = fit(cfg, modules[kind], batches, loops, kind, a.skip)
             for name, values in res.items():
                 times[kind][name].extend(values)
-            print(f"fit {r + 1} ({kind}): lightning {statistics.mean(res['lightning']) * 1000:.1f} ms, "
-                  f"plain {statistics.mean(res['plain']) * 1000:.1f} ms", flush=True)  # fmt: skip
+            print(
+                f"fit {r + 1} ({kind}): lightning {statistics.mean(res['lightning']) * 1000:.1f} ms, "
+                f"plain {statistics.mean(res['plain']) * 1000:.1f} ms",
+                flush=True,
+            )
 
     print()
     bare_plain = statistics.mean(times["bare"]["plain"]) if "bare" in times else float("nan")
     for kind in a.kinds:
         lit, plain = times[kind]["lightning"], times[kind]["plain"]
-        print(f"{kind}: {KINDS[kind]}; {len(lit)} paired steps, mean lightning {statistics.mean(lit) * 1000:.1f} ms, "
-              f"plain {statistics.mean(plain) * 1000:.1f} ms")  # fmt: skip
-        print(f"  Lightning / plain loop = {sum(lit) / sum(plain):.3f} (summed), "
-              f"{statistics.median(x / y for x, y in zip(lit, plain, strict=True)):.3f} (median per-step ratio); "
-              f"plain steps in these fits / in bare fits = {statistics.mean(plain) / bare_plain:.3f}")  # fmt: skip
+        print(
+            f"{kind}: {KINDS[kind]}; {len(lit)} paired steps, mean lightning {statistics.mean(lit) * 1000:.1f} ms, "
+            f"plain {statistics.mean(plain) * 1000:.1f} ms"
+        )
+        print(
+            f"  Lightning / plain loop = {sum(lit) / sum(plain):.3f} (summed), "
+            f"{statistics.median(x / y for x, y in zip(lit, plain, strict=True)):.3f} (median per-step ratio); "
+            f"plain steps in these fits / in bare fits = {statistics.mean(plain) / bare_plain:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""glibc malloc tuning (``seg.malloc.keep_freed_memory``) on a CPU training step: time, user and kernel seconds.
+"""glibc malloc tuning (``seg.utils.malloc.keep_freed_memory``) on a CPU training step: time, user and kernel seconds.
 
     python benchmarks/malloc.py [--size 360 480] [--batch 8] [--steps 3] [--rounds 2]
 
@@ -27,8 +27,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from seg.losses import build_loss
-    from seg.malloc import keep_freed_memory
     from seg.models import DeepLabV3
+    from seg.utils.malloc import keep_freed_memory
 
     applied = keep_freed_memory()
     torch.set_num_threads(args.threads)
@@ -52,8 +52,12 @@ def worker(args: argparse.Namespace) -> None:
         step()
     r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     n = args.steps
-    per_step = {"wall": (t1 - t0) / n, "user": (r1.ru_utime - r0.ru_utime) / n, "sys": (r1.ru_stime - r0.ru_stime) / n,
-                "minflt": (r1.ru_minflt - r0.ru_minflt) / n}  # fmt: skip
+    per_step = {
+        "wall": (t1 - t0) / n,
+        "user": (r1.ru_utime - r0.ru_utime) / n,
+        "sys": (r1.ru_stime - r0.ru_stime) / n,
+        "minflt": (r1.ru_minflt - r0.ru_minflt) / n,
+    }
     print(json.dumps({"applied": applied, **per_step}))
 
 
@@ -72,19 +76,34 @@ def main() -> None:
 
     variants = {"glibc default": "0", "keep_freed_memory": "1"}
     results: dict[str, list[dict]] = {name: [] for name in variants}
-    cmd = [sys.executable, __file__, "--worker", "--size", *map(str, args.size), "--batch", str(args.batch),
-           "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--size",
+        *map(str, args.size),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+    ]
     for r in range(args.rounds):
         for name in list(variants) if r % 2 == 0 else list(variants)[::-1]:
             env = {**os.environ, "SEG_MALLOC_TUNING": variants[name]}
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             results[name].append(json.loads(out.strip().splitlines()[-1]))
     h, w = args.size
-    print(f"{machine()}\nDeepLabV3 tf_efficientnet_lite0 OS 16, batch {args.batch} x {h}x{w}, fp32 channels_last, "
-          f"{args.steps} steps x {args.rounds} rounds per variant (medians per step)\n")  # fmt: skip
+    print(
+        f"{machine()}\nDeepLabV3 tf_efficientnet_lite0 OS 16, batch {args.batch} x {h}x{w}, fp32 channels_last, "
+        f"{args.steps} steps x {args.rounds} rounds per variant (medians per step)\n"
+    )
     print("| malloc | step s | user s | kernel s | minor faults |\n|---|---:|---:|---:|---:|")
-    med = {n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "user", "sys", "minflt")}
-           for n, rs in results.items()}  # fmt: skip
+    med = {
+        n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "user", "sys", "minflt")}
+        for n, rs in results.items()
+    }
     for name, m in med.items():
         print(f"| {name} | {m['wall']:.2f} | {m['user']:.2f} | {m['sys']:.2f} | {m['minflt']:,.0f} |")
     print(f"\nspeed-up: {med['glibc default']['wall'] / med['keep_freed_memory']['wall']:.2f}x")

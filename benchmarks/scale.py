@@ -66,23 +66,37 @@ class Probe(pl.Callback):
             self.val_growth.append(self.val_peak - self.val_base)
 
     def on_train_end(self, trainer, module) -> None:
-        Path(self.out).write_text(json.dumps({
-            "epoch_s": self.epoch_s, "steps": trainer.num_training_batches, "train_rss_first": self.train_rss[0],
-            "train_rss_last": self.train_rss[-1], "train_rss_max": max(self.train_rss), "val_growth": self.val_growth,
-        }))  # fmt: skip
+        Path(self.out).write_text(
+            json.dumps(
+                {
+                    "epoch_s": self.epoch_s,
+                    "steps": trainer.num_training_batches,
+                    "train_rss_first": self.train_rss[0],
+                    "train_rss_last": self.train_rss[-1],
+                    "train_rss_max": max(self.train_rss),
+                    "val_growth": self.val_growth,
+                }
+            )
+        )
 
 
 def child(root: str, out_dir: str, epochs: int, train: int, val: int) -> None:
     """Train the quickstart configuration on ``root`` through seg.train.train, with the probe as a callback."""
     from omegaconf import open_dict
 
-    from seg.hydra_utils import compose_config
     from seg.train import train as run_training
+    from seg.utils.compose import compose_config
 
-    cfg = compose_config([
-        f"data.root={root}", f"data.prepare.num_train={train}", f"data.prepare.num_val={val}",
-        f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
-    ])  # fmt: skip
+    cfg = compose_config(
+        [
+            f"data.root={root}",
+            f"data.prepare.num_train={train}",
+            f"data.prepare.num_val={val}",
+            f"trainer.max_epochs={epochs}",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+        ]
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = out_dir
         cfg.callbacks.probe = {"_target_": "scale.Probe", "out": f"{out_dir}/probe.json"}
@@ -112,31 +126,48 @@ def main() -> None:
     order = a.factors + a.factors[::-1]
     runs: dict[int, list[dict]] = {f: [] for f in a.factors}
     for i, f in enumerate(order):
-        cmd = [sys.executable, __file__, "--child", str(tmp / f"x{f}"), str(tmp / f"run{i}"),
-               "--sizes", str(f * a.train), str(f * a.val), "--epochs", str(a.epochs)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(tmp / f"x{f}"),
+            str(tmp / f"run{i}"),
+            "--sizes",
+            str(f * a.train),
+            str(f * a.val),
+            "--epochs",
+            str(a.epochs),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
             sys.exit(f"child failed:\n{res.stderr[-3000:]}")
         runs[f].append(json.loads((tmp / f"run{i}" / "probe.json").read_text()))
         r = runs[f][-1]
-        print(f"  {f}x: epochs {', '.join(f'{s:.1f}' for s in r['epoch_s'])} s; train RSS {r['train_rss_first']:.0f} "
-              f"-> {r['train_rss_last']:.0f} MB (max {r['train_rss_max']:.0f}); validation RSS growth "
-              f"{', '.join(f'{g:.0f}' for g in r['val_growth'])} MB", flush=True)  # fmt: skip
+        print(
+            f"  {f}x: epochs {', '.join(f'{s:.1f}' for s in r['epoch_s'])} s; train RSS {r['train_rss_first']:.0f} "
+            f"-> {r['train_rss_last']:.0f} MB (max {r['train_rss_max']:.0f}); validation RSS growth "
+            f"{', '.join(f'{g:.0f}' for g in r['val_growth'])} MB",
+            flush=True,
+        )
     epochs = {f: statistics.mean(r["epoch_s"][-1] for r in runs[f]) for f in a.factors}
     # least-squares line through (factor, epoch time): linear growth means small residuals
     mf, me = statistics.mean(a.factors), statistics.mean(epochs.values())
     slope = sum((f - mf) * (epochs[f] - me) for f in a.factors) / sum((f - mf) ** 2 for f in a.factors)
     intercept = me - slope * mf
-    print(f"\n{'size':>5} {'train/val images':>17} {'last epoch s':>13} {'vs 1x':>6} {'s per step':>11} "
-          f"{'off the line':>13} {'train RSS growth MB':>20} {'val RSS growth MB':>18}")  # fmt: skip
+    print(
+        f"\n{'size':>5} {'train/val images':>17} {'last epoch s':>13} {'vs 1x':>6} {'s per step':>11} "
+        f"{'off the line':>13} {'train RSS growth MB':>20} {'val RSS growth MB':>18}"
+    )
     for f in a.factors:
         epoch = epochs[f]
         fit = intercept + slope * f
         growth = max(r["train_rss_last"] - r["train_rss_first"] for r in runs[f])
         val = max(g for r in runs[f] for g in r["val_growth"])
         rel, per_step, off = epoch / epochs[a.factors[0]], epoch / runs[f][0]["steps"], 100 * (epoch - fit) / fit
-        print(f"{f:>4}x {f * a.train:>8}/{f * a.val:<8} {epoch:13.1f} {rel:6.2f} {per_step:11.3f} {off:+12.1f}% "
-              f"{growth:20.0f} {val:18.0f}")  # fmt: skip
+        print(
+            f"{f:>4}x {f * a.train:>8}/{f * a.val:<8} {epoch:13.1f} {rel:6.2f} {per_step:11.3f} {off:+12.1f}% "
+            f"{growth:20.0f} {val:18.0f}"
+        )
     print(f"line: epoch time = {intercept:.2f} s + {slope:.2f} s x factor (fixed per-epoch cost + per-image cost)")
 
 

@@ -22,8 +22,8 @@ from hydra.utils import instantiate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header, interleave, median, paired_ratio  # noqa: E402
 
-from seg.hydra_utils import compose_config  # noqa: E402
 from seg.inference import InferenceConfig, infer, windows  # noqa: E402
+from seg.utils.compose import compose_config  # noqa: E402
 
 
 def main() -> None:
@@ -44,8 +44,10 @@ def main() -> None:
     device = torch.device(a.device)
     net = instantiate(cfg).eval().to(device)
     image = torch.randn(1, 3, a.height, a.width, generator=torch.Generator().manual_seed(0)).to(device)
-    print(f"image 1x3x{a.height}x{a.width} on {device.type}; quickstart net ({cfg.backbone} OS {cfg.output_stride}, "
-          f"ASPP {list(cfg.aspp_rates)}), 19 classes; {a.rounds} rounds")  # fmt: skip
+    print(
+        f"image 1x3x{a.height}x{a.width} on {device.type}; quickstart net ({cfg.backbone} OS {cfg.output_stride}, "
+        f"ASPP {list(cfg.aspp_rates)}), 19 classes; {a.rounds} rounds"
+    )
     for precision in a.precisions:
         cl = precision == "bf16"
         model = net.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
@@ -61,9 +63,11 @@ def main() -> None:
             calls = {b: (lambda c=c, m=model: infer(m, image, c)) for b, c in cfgs.items()}
             times = interleave(calls, a.rounds, warmup=0)
             speedup = paired_ratio(times[1], times[a.batch])
-            print(f"{precision:>4s} window {w}x{w} stride {cfgs[1].stride[0]}: {n} windows; one at a time "
-                  f"{median(times[1]):.2f} s, {a.batch} per pass {median(times[a.batch]):.2f} s -> {speedup:.2f}x; "
-                  f"max abs logit difference {diff:.2e}, {changed} of {a.height * a.width} pixels differ")  # fmt: skip
+            print(
+                f"{precision:>4s} window {w}x{w} stride {cfgs[1].stride[0]}: {n} windows; one at a time "
+                f"{median(times[1]):.2f} s, {a.batch} per pass {median(times[a.batch]):.2f} s -> {speedup:.2f}x; "
+                f"max abs logit difference {diff:.2e}, {changed} of {a.height * a.width} pixels differ"
+            )
             if precision == "32":
                 assert diff <= a.atol, f"batched and single-window fp32 logits differ by {diff}"
 

@@ -19,8 +19,8 @@ import psutil
 from omegaconf import open_dict
 from pytorch_lightning.callbacks import Callback
 
-from seg.hydra_utils import compose_config
 from seg.train import train
+from seg.utils.compose import compose_config
 
 SAMPLES: list[tuple[int, float]] = []  # (global step, RSS in MiB), filled by RSSMonitor
 
@@ -40,12 +40,20 @@ def soak(steps: int = 2000, warmup: int = 250, every: int = 50, batch: int = 4, 
     """Train ``steps`` steps; RSS growth from the end of warm-up to the largest later sample."""
     SAMPLES.clear()
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose_config([
-            f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.enable_progress_bar=false",
-            "~callbacks.progress_bar", "~logger.tensorboard", f"data.batch_size={batch}",
-            f"data.train_transform.crop_size={crop}", "trainer.limit_val_batches=2",
-            f"+callbacks.rss._target_={__name__}.RSSMonitor", f"+callbacks.rss.every={every}",
-        ])  # fmt: skip
+        cfg = compose_config(
+            [
+                f"trainer.max_steps={steps}",
+                "trainer.max_epochs=-1",
+                "trainer.enable_progress_bar=false",
+                "~callbacks.progress_bar",
+                "~logger.tensorboard",
+                f"data.batch_size={batch}",
+                f"data.train_transform.crop_size={crop}",
+                "trainer.limit_val_batches=2",
+                f"+callbacks.rss._target_={__name__}.RSSMonitor",
+                f"+callbacks.rss.every={every}",
+            ]
+        )
         with open_dict(cfg):
             cfg.paths.output_dir = out
             del cfg.hydra

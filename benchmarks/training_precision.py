@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import header, interleave, median  # noqa: E402
 
-from seg.hydra_utils import compose_config  # noqa: E402
+from seg.utils.compose import compose_config  # noqa: E402
 
 # recipe -> the overrides that compose it; weights off (see above), the paper recipe on its VOC setting
 RECIPES = {

@@ -111,8 +111,11 @@ def main() -> None:
     print(f"seg DeepLabV3 {a.backbone} OS {a.output_stride} (ASPP 12/24/36, aux), batch {a.batch}x3x{a.size}x{a.size}")
     variants = {}
     precisions = a.precisions or (["fp32", "bf16"] if default_precision() == "bf16" else ["fp32"])
-    chosen = [v for v in (("fp32 NCHW", False, a.fp32_n), ("bf16 + channels_last", True, a.bf16_n))
-              if ("bf16" if v[1] else "fp32") in precisions]  # fmt: skip
+    chosen = [
+        v
+        for v in (("fp32 NCHW", False, a.fp32_n), ("bf16 + channels_last", True, a.bf16_n))
+        if ("bf16" if v[1] else "fp32") in precisions
+    ]
     for name, bf16, n in chosen:
         torch.manual_seed(0)
         net = DeepLabV3(21, backbone=a.backbone, output_stride=a.output_stride, aspp_rates=[12, 24, 36], aux=True)
@@ -137,9 +140,11 @@ def main() -> None:
     for name, v in variants.items():
         t, c = median(step_t[name]), median(ceil[name])
         achieved = 3 * v["flops"] / t
-        print(f"{name}: step {t:.3f} s (all: {', '.join(f'{s:.2f}' for s in step_t[name])}), "
-              f"achieved {achieved / 1e9:.0f} GFLOP/s, matmul ceiling {c / 1e9:.0f} GFLOP/s "
-              f"(n={v['n']}) -> fraction {achieved / c:.3f}")  # fmt: skip
+        print(
+            f"{name}: step {t:.3f} s (all: {', '.join(f'{s:.2f}' for s in step_t[name])}), "
+            f"achieved {achieved / 1e9:.0f} GFLOP/s, matmul ceiling {c / 1e9:.0f} GFLOP/s "
+            f"(n={v['n']}) -> fraction {achieved / c:.3f}"
+        )
         if not a.no_profile:
             where_time_goes(v["step"], v["conv"])
 

@@ -51,37 +51,38 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import check_training_batch, default_precision, header, interleave, median, paired_ratio  # noqa: E402
 
-from seg.extras import require  # noqa: E402
 from seg.models import DeepLabV3, DeepLabV3Plus  # noqa: E402
+from seg.utils.extras import require  # noqa: E402
 
 NUM_CLASSES = 11  # CamVid's
-ARCHS = ("dlv3_r50_os8", "dlv3p_r50_os16", "dlv3p_r50_os16_sep", "dlv3_lite0_os16")
+# architecture -> (seg's class, smp's class name, backbone, output stride, ASPP rates, seg's extra options); smp's
+# DeepLabV3+ keeps its ASPP plain: the "_sep" case makes only seg's decoder separable
+ARCHS = {
+    "dlv3_r50_os8": (DeepLabV3, "DeepLabV3", "resnet50", 8, (12, 24, 36), {}),
+    "dlv3p_r50_os16": (DeepLabV3Plus, "DeepLabV3Plus", "resnet50", 16, (6, 12, 18), {}),
+    "dlv3p_r50_os16_sep": (DeepLabV3Plus, "DeepLabV3Plus", "resnet50", 16, (6, 12, 18), {"separable": True}),
+    "dlv3_lite0_os16": (DeepLabV3, "DeepLabV3", "tf_efficientnet_lite0", 16, (6, 12, 18), {}),
+}
 
 
 def build(arch: str) -> tuple[nn.Module, nn.Module]:
     """(seg's model, smp's model) of one architecture, random weights, in train mode."""
     smp = require("segmentation_models_pytorch", "bench")
+    if arch not in ARCHS:
+        raise SystemExit(f"unknown architecture {arch!r}: one of {tuple(ARCHS)}")
+    cls, smp_name, backbone, stride, rates, extra = ARCHS[arch]
     torch.manual_seed(0)
-    if arch == "dlv3_r50_os8":
-        ours = DeepLabV3(NUM_CLASSES, backbone="resnet50", output_stride=8, aspp_rates=[12, 24, 36], aux=False)
-        theirs = smp.DeepLabV3("resnet50", encoder_weights=None, classes=NUM_CLASSES, encoder_output_stride=8,
-                               decoder_atrous_rates=(12, 24, 36))  # fmt: skip
-    elif arch == "dlv3p_r50_os16":
-        ours = DeepLabV3Plus(NUM_CLASSES, backbone="resnet50", output_stride=16, aspp_rates=[6, 12, 18], aux=False)
-        theirs = smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=NUM_CLASSES, encoder_output_stride=16,
-                                   decoder_atrous_rates=(6, 12, 18), decoder_aspp_separable=False)  # fmt: skip
-    elif arch == "dlv3p_r50_os16_sep":
-        ours = DeepLabV3Plus(NUM_CLASSES, backbone="resnet50", output_stride=16, aspp_rates=[6, 12, 18], aux=False,
-                             separable=True)  # fmt: skip
-        theirs = smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=NUM_CLASSES, encoder_output_stride=16,
-                                   decoder_atrous_rates=(6, 12, 18), decoder_aspp_separable=False)  # fmt: skip
-    elif arch == "dlv3_lite0_os16":
-        ours = DeepLabV3(NUM_CLASSES, backbone="tf_efficientnet_lite0", output_stride=16, aspp_rates=[6, 12, 18],
-                         aux=False)  # fmt: skip
-        theirs = smp.DeepLabV3("tu-tf_efficientnet_lite0", encoder_weights=None, classes=NUM_CLASSES,
-                               encoder_output_stride=16, decoder_atrous_rates=(6, 12, 18))  # fmt: skip
-    else:
-        raise SystemExit(f"unknown architecture {arch!r}: one of {ARCHS}")
+    ours = cls(NUM_CLASSES, backbone=backbone, output_stride=stride, aspp_rates=list(rates), aux=False, **extra)
+    smp_extra = {"decoder_aspp_separable": False} if smp_name == "DeepLabV3Plus" else {}
+    encoder = backbone if backbone.startswith("resnet") else f"tu-{backbone}"  # smp reaches timm with "tu-"
+    theirs = getattr(smp, smp_name)(
+        encoder,
+        encoder_weights=None,
+        classes=NUM_CLASSES,
+        encoder_output_stride=stride,
+        decoder_atrous_rates=rates,
+        **smp_extra,
+    )
     return ours, theirs
 
 
@@ -126,9 +127,21 @@ def infer(net: nn.Module, x: torch.Tensor, bf16: bool) -> Callable[[], None]:
 
 
 class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]  # fmt: skip
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _heap_in_use() -> Callable[[], int] | None:
@@ -210,8 +223,18 @@ def main() -> None:
                 memory = {} if a.no_memory else {k: peak_memory(fn) for k, fn in calls.items()}  # 1st warm-up
                 times = interleave(calls, a.rounds, max(0, a.warmup - (0 if a.no_memory else 1)))
                 ratio = paired_ratio(times["seg"], times["smp"])
-                row = (arch, kind, f"{h}x{w}", batch, fmt, median(times["seg"]), median(times["smp"]), ratio,
-                       memory.get("seg"), memory.get("smp"))  # fmt: skip
+                row = (
+                    arch,
+                    kind,
+                    f"{h}x{w}",
+                    batch,
+                    fmt,
+                    median(times["seg"]),
+                    median(times["smp"]),
+                    ratio,
+                    memory.get("seg"),
+                    memory.get("smp"),
+                )
                 rows.append(row)
                 mem = (
                     ""
@@ -219,8 +242,11 @@ def main() -> None:
                     else "   peak GB "
                     + " / ".join(f"{m / 1e9:.2f}" if m is not None else "n/a" for m in (row[8], row[9]))
                 )
-                print(f"  {kind:5s} {h}x{w} batch {batch} {fmt:4s}  seg {row[5]:7.3f} s  smp {row[6]:7.3f} s  "
-                      f"seg/smp {ratio:.3f}{mem}", flush=True)  # fmt: skip
+                print(
+                    f"  {kind:5s} {h}x{w} batch {batch} {fmt:4s}  seg {row[5]:7.3f} s  smp {row[6]:7.3f} s  "
+                    f"seg/smp {ratio:.3f}{mem}",
+                    flush=True,
+                )
         del ours, theirs
     print("\n| architecture | step | input | batch | format | seg (s) | smp (s) | seg / smp | peak GB seg / smp |")
     print("|---|---|---|---:|---|---:|---:|---:|---:|")

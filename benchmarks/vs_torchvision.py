@@ -84,8 +84,10 @@ def main() -> None:
         ref = times["tv_fp32"]
         for name in times:
             if name != "tv_fp32":
-                print(f"{name} / tv_fp32 = {paired_ratio(times[name], ref):.3f}   "
-                      f"(speed-up tv_fp32 / {name} = {paired_ratio(ref, times[name]):.2f}x)")  # fmt: skip
+                print(
+                    f"{name} / tv_fp32 = {paired_ratio(times[name], ref):.3f}   "
+                    f"(speed-up tv_fp32 / {name} = {paired_ratio(ref, times[name]):.2f}x)"
+                )
 
 
 if __name__ == "__main__":

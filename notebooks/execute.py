@@ -47,8 +47,13 @@ def with_parameters(nb: nbformat.NotebookNode, params: Mapping[str, object]) -> 
 
 
 def _assigned(source: str) -> list[str]:
-    return [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for t in node.targets
-            if isinstance(t, ast.Name)]  # fmt: skip
+    return [
+        t.id
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    ]
 
 
 def execute(path: str | Path, params: Mapping[str, object] | None = None, timeout: int = 600) -> nbformat.NotebookNode:

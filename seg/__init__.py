@@ -2,7 +2,7 @@
 
 from omegaconf import OmegaConf
 
-from seg.machine import cpu_precision
+from seg.utils.machine import cpu_precision
 
 
 def _num_classes(spec):

@@ -19,12 +19,12 @@ from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from seg.callbacks.evaluation_report import EvaluationReport
-from seg.checkpoint import LoadedModel, load_model
 from seg.data.datamodule import SegDataModule
-from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag
-from seg.provenance import provenance
-from seg.run_config import check_num_classes, data_config, run_inference_defaults
+from seg.runs.config import run_inference_defaults
+from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
+from seg.runs.provenance import provenance
+from seg.utils.cli import entry_point
 
 TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
@@ -32,8 +32,11 @@ TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> SegDataModule:
     """The configured data (or the training run's), set up for the evaluated split; class counts checked."""
     data_cfg = data_config(cfg, loaded)
-    overrides = {"val_split": cfg.get("split"), "val_batch_size": cfg.get("batch_size"),
-                 "num_workers": cfg.get("num_workers")}  # fmt: skip
+    overrides = {
+        "val_split": cfg.get("split"),
+        "val_batch_size": cfg.get("batch_size"),
+        "num_workers": cfg.get("num_workers"),
+    }
     datamodule = instantiate(data_cfg, **{k: v for k, v in overrides.items() if v is not None})
     datamodule.prepare_data()
     datamodule.setup("validate")

@@ -23,15 +23,15 @@ from omegaconf import DictConfig
 from rich.console import Console
 from torch import nn
 
-from seg.atomic import write_json_atomic
-from seg.checkpoint import LoadedModel, load_model
 from seg.data.base import IGNORE_INDEX
-from seg.extras import require
-from seg.hydra_utils import entry_point
 from seg.inference import rescale
 from seg.metrics import ConfusionMatrix, metrics_from_confmat
-from seg.progress import progress_bar
-from seg.run_config import check_num_classes, data_config, run_inference_defaults
+from seg.runs.config import run_inference_defaults
+from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
+from seg.utils.atomic import write_json_atomic
+from seg.utils.cli import entry_point
+from seg.utils.extras import require
+from seg.utils.progress import progress_bar
 
 FORMATS = ("onnx", "torchscript")
 _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's enum names
@@ -232,12 +232,20 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
     diffs = max_abs_diffs(net, run, shapes)
     # the exported file is the network alone: a model trained on downscaled frames wants them downscaled first
     input_scale = run_inference_defaults(loaded.run_cfg)["input_scale"]
-    report = {"ckpt_path": str(cfg.ckpt_path), "format": cfg.format, "file": str(path), "tolerance": cfg.tolerance,
-              "input_scale": input_scale,
-              "max_abs_diff": {"x".join(map(str, s)): d for s, d in zip(shapes, diffs, strict=True)}}  # fmt: skip
+    report = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "format": cfg.format,
+        "file": str(path),
+        "tolerance": cfg.tolerance,
+        "input_scale": input_scale,
+        "max_abs_diff": {"x".join(map(str, s)): d for s, d in zip(shapes, diffs, strict=True)},
+    }
     if input_scale != 1.0:
-        console.print(f"the network was trained on frames resized by {input_scale:g}: resize inputs by input_scale "
-                      "first and the logits back to the frame (export.json records it)", markup=False)  # fmt: skip
+        console.print(
+            f"the network was trained on frames resized by {input_scale:g}: resize inputs by input_scale "
+            "first and the logits back to the frame (export.json records it)",
+            markup=False,
+        )
     for shape, diff in report["max_abs_diff"].items():
         console.print(f"{cfg.format} vs PyTorch, input {shape}: max abs logit difference {diff:.3g}")
     if cfg.quantize:
@@ -268,16 +276,22 @@ def _quantize(
             fp32_path, int8_path, datamodule.train_set, q.calibration_images, q.calibration_method, input_scale
         )
     result = compare_on_split(
-        onnx_runner(fp32_path, q.threads), onnx_runner(int8_path, q.threads), datamodule.val_set,
-        loaded.num_classes, limit=q.val_images, console=console, input_scale=input_scale,
-    )  # fmt: skip
+        onnx_runner(fp32_path, q.threads),
+        onnx_runner(int8_path, q.threads),
+        datamodule.val_set,
+        loaded.num_classes,
+        limit=q.val_images,
+        console=console,
+        input_scale=input_scale,
+    )
     result.update(file=str(int8_path), calibration_images=q.calibration_images, method=q.calibration_method)
     console.print(
         f"int8 vs fp32 ONNX on {result['images']} {datamodule.val_split} images: mIoU {result['mIoU_int8']:.4f} vs "
         f"{result['mIoU_fp32']:.4f} ({result['mIoU_change']:+.4f}); {result['ms_int8']:.1f} vs {result['ms_fp32']:.1f} "
         f"ms per image, speed-up x{result['speedup']:.2f}",
-        markup=False, soft_wrap=True,
-    )  # fmt: skip
+        markup=False,
+        soft_wrap=True,
+    )
     return result
 
 

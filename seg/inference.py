@@ -10,19 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seg.utils.sizes import pair
+
 MODES = ("whole", "slide")
 PRECISIONS = ("32", "bf16", "16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
-
-
-def pair(value: int | Sequence[int] | None) -> tuple[int, int] | None:
-    """``(H, W)`` from one side or a pair (Hydra gives ints and ListConfigs); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return (value, value)
-    h, w = (int(v) for v in value)
-    return (h, w)
 
 
 @dataclass(frozen=True)
@@ -41,8 +33,8 @@ class InferenceConfig:
     precision: str | None = None
     channels_last: bool = False
     input_scale: float = 1.0  # resize the input by this factor first (a model trained on downscaled images)
-    # seg-evaluate / seg-predict fold BatchNorm into the convolutions when they load the model (seg.models.fold_bn);
-    # the validation during training never does
+    # seg-evaluate / seg-predict fold BatchNorm into the convolutions when they load the model
+    # (seg.models.support.fold_bn); the validation during training never does
     fold_batchnorm: bool = False
 
     def __post_init__(self) -> None:
@@ -173,13 +165,17 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(height, width)`` times ``scale``, each side rounded half up and at least 1."""
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
 def rescale(images: Tensor, scale: float) -> Tensor:
-    """``images`` resized by ``scale`` (bilinear, each side rounded and at least 1): what ``input_scale`` does to a
-    model's input."""
+    """``images`` resized by ``scale`` (bilinear, :func:`scaled_size`): what ``input_scale`` does to a model's
+    input."""
     if scale == 1.0:
         return images
-    h, w = images.shape[-2:]
-    return _resize(images, (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))))
+    return _resize(images, scaled_size(*images.shape[-2:], scale))
 
 
 def _autocast(cfg: InferenceConfig, device: torch.device):
@@ -213,8 +209,7 @@ def infer(
             return _resize(_view_logits(model, images, cfg), size)
         total: Tensor | None = None
         for scale in cfg.scales:
-            scaled_size = (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)))
-            scaled = _resize(images, scaled_size)
+            scaled = _resize(images, scaled_size(h, w, scale))
             for flip in (False, True) if cfg.flip else (False,):
                 view = scaled.flip(-1) if flip else scaled
                 logits = _view_logits(model, view, cfg)

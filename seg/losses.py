@@ -346,7 +346,7 @@ def build_loss(spec=None, *, class_weights: Tensor | None = None, ignore_index: 
         try:
             return LOSSES[name](**params, class_weights=class_weights, ignore_index=ignore_index)
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise ValueError(f"{where}: {e}") from e
 
     if isinstance(spec, str | Mapping):
         name, weight, params = _parse_one(spec, where)

@@ -147,16 +147,21 @@ class SegModule(LightningModule):
         if stepped is not None:
             stepped()
 
+    def _datamodule(self) -> object | None:
+        """The trainer's datamodule; None without a trainer or when fit was given plain dataloaders."""
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
     def _extra_val_splits(self) -> list[str]:
         """The extra validation splits whose loaders follow the val split's (set up for fitting only)."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return [ds.split for ds in getattr(datamodule, "extra_val_sets", None) or []]
+        return [ds.split for ds in getattr(self._datamodule(), "extra_val_sets", None) or []]
 
     def on_validation_epoch_start(self) -> None:
         splits = self._extra_val_splits()
         if len(self._extra_confmats) != len(splits):
-            self._extra_confmats = [ConfusionMatrix(self.hparams.num_classes, ignore_index=self.hparams.ignore_index)
-                                    .to(self.device) for _ in splits]  # fmt: skip
+            self._extra_confmats = [
+                ConfusionMatrix(self.hparams.num_classes, ignore_index=self.hparams.ignore_index).to(self.device)
+                for _ in splits
+            ]
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
@@ -178,8 +183,7 @@ class SegModule(LightningModule):
         for key in ("mIoU", "pixel_acc", "mean_acc", "fw_iou"):
             self.log(f"val/{key}", metrics[key], prog_bar=key == "mIoU")
         self.log("val/mIoU_best", self.val_miou_best.compute())
-        for name, iou in zip(self._class_names(), metrics["per_class_iou"].tolist(), strict=True):
-            self.log(f"val/IoU/{name}", iou)  # NaN for a class absent from labels and predictions
+        self._log_per_class_iou("val/IoU", metrics["per_class_iou"])
         if getattr(self, "_train_start", None) is not None:  # learning curves against wall time (metrics.csv)
             self.log("time/train_s", time.perf_counter() - self._train_start)
         self.last_val_metrics = metrics
@@ -189,14 +193,17 @@ class SegModule(LightningModule):
             found = metrics_from_confmat(extra.compute())
             extra.reset()
             self.log(f"val/{split}/mIoU", found["mIoU"])
-            for name, iou in zip(self._class_names(), found["per_class_iou"].tolist(), strict=True):
-                self.log(f"val/{split}/IoU/{name}", iou)
+            self._log_per_class_iou(f"val/{split}/IoU", found["per_class_iou"])
             self.last_extra_val_metrics[split] = found
 
+    def _log_per_class_iou(self, prefix: str, per_class_iou: torch.Tensor) -> None:
+        """``<prefix>/<class name>`` for every class; NaN for a class absent from labels and predictions."""
+        for name, iou in zip(self._class_names(), per_class_iou.tolist(), strict=True):
+            self.log(f"{prefix}/{name}", iou)
+
     def _class_names(self) -> list[str]:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         try:
-            return list(datamodule.class_names)
+            return list(self._datamodule().class_names)
         except AttributeError:  # no datamodule (a plain dataloader) or not set up
             return [str(i) for i in range(self.hparams.num_classes)]
 

@@ -22,14 +22,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from seg.checkpoint import LoadedModel, load_model
 from seg.data.base import IGNORE_INDEX
 from seg.data.cityscapes import LABELS, CityscapesSegmentation
 from seg.data.io import IMAGE_SUFFIXES, read_image, warn_orientation_tags, write_index_mask
-from seg.hydra_utils import entry_point
 from seg.inference import InferenceConfig, auto_flag, infer
-from seg.progress import progress_bar
-from seg.run_config import check_num_classes, data_config, run_inference_defaults
+from seg.runs.config import run_inference_defaults
+from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
+from seg.utils.cli import entry_point
+from seg.utils.progress import progress_bar
 from seg.viz import overlay
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -183,8 +183,11 @@ def predict_video(
         raise ValueError(f"{src}: no frame could be read")
     result.fps = result.frames / (time.perf_counter() - start)
     result.written.append(dst)
-    console.print(f"wrote {dst}: {result.frames} frames at {fps:g} fps, predicted at {result.fps:.1f} frames/s",
-                  markup=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"wrote {dst}: {result.frames} frames at {fps:g} fps, predicted at {result.fps:.1f} frames/s",
+        markup=False,
+        soft_wrap=True,
+    )
     return result
 
 

@@ -1,7 +1,7 @@
 """Training entry point: ``python -m seg.train [+experiment=NAME] [overrides]``.
 
 Composes the config, instantiates data, model, callbacks, loggers and trainer, fits, writes ``metrics.json``
-into the run folder (:mod:`seg.report`, as ``seg.evaluate`` does) and returns the final metrics; the command
+into the run folder (:mod:`seg.runs.report`, as ``seg.evaluate`` does) and returns the final metrics; the command
 returns ``cfg.optimized_metric`` of them to Hydra's sweepers. Bad input (data, config values, a
 resume checkpoint) is found before the model is built or trained and ends with one ``error: ...`` line.
 """
@@ -22,17 +22,18 @@ from rich.console import Console
 
 from seg.callbacks.final_validation import FinalValidation
 from seg.callbacks.resume import ResumeState
-from seg.checkpoint import AtomicCheckpointIO
 from seg.data.base import SegmentationDataset
 from seg.data.class_weights import resolve_class_weights
 from seg.data.transforms import with_model_normalization
-from seg.hydra_utils import config_tree, entry_point, in_multirun
-from seg.init_from import init_weights
 from seg.models import input_normalization
-from seg.models.weights import safe_load
-from seg.provenance import provenance
-from seg.report import validation_report, write_report
-from seg.resume_check import check_resume_checkpoint, check_resume_config
+from seg.models.support.weights import safe_load
+from seg.runs.checkpoint import AtomicCheckpointIO
+from seg.runs.init_from import init_weights
+from seg.runs.provenance import provenance
+from seg.runs.report import validation_report, write_report
+from seg.runs.resume import check_resume_checkpoint, check_resume_config
+from seg.utils.cli import entry_point, in_multirun
+from seg.utils.compose import config_tree
 
 __all__ = ["main", "objective", "train"]
 log = logging.getLogger("seg.train")  # not __name__: "__main__" under python -m seg.train
@@ -63,6 +64,8 @@ def check_class_count(model_cfg: DictConfig, dataset: SegmentationDataset) -> No
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; return the final logged metrics (``val/mIoU``,
     ``val/mIoU_best``, ...; none when the final weights were not validated) and ``global_step``."""
+    if cfg.get("init_from") and cfg.get("ckpt_path") is not None:
+        raise ValueError("init_from and ckpt_path: choose one (ckpt_path resumes a run; init_from starts one)")
     if cfg.get("print_config") and rank_zero_only.rank == 0:
         Console().print(config_tree(cfg))  # print_config=false turns it off
     if cfg.get("seed") is not None:
@@ -74,70 +77,113 @@ def train(cfg: DictConfig) -> dict[str, float]:
     precision = OmegaConf.select(cfg, "trainer.precision")
     with provenance(out_dir, "train", write=rank_zero_only.rank == 0, precision=precision) as record:
         log.info("run folder: %s", out_dir)
-
-        # the transforms normalise as the backbone's weights expect (timm's mean/std for a timm encoder)
-        backbone = OmegaConf.select(cfg.model, "net.backbone")
-        try:
-            mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
-        except ValueError as e:  # an unknown backbone: named before the data is read
-            raise ValueError(f"model.net: {e}") from None
-        datamodule = instantiate(with_model_normalization(cfg.data, mean, std))
-        datamodule.prepare_data()  # data errors (missing root, bad split, bad file headers) before any model is built
-        datamodule.setup("fit")
-        check_class_count(cfg.model, datamodule.val_set)
-        if rank_zero_only.rank == 0:
-            datamodule.write_split_lists(out_dir / "splits")  # the samples this run trains and validates on
-        ckpt_path = cfg.get("ckpt_path")
-        # a resume checkpoint that is missing, unreadable or unsafe fails before the model is built
-        checkpoint = safe_load(ckpt_path) if ckpt_path is not None else None
-        if checkpoint is not None:
-            check_resume_config(cfg, ckpt_path)  # another network refused; changed batch size, lr, seed... named
-        # median_freq / inverse_log: counted over the train split's masks once, cached under outputs/cache
-        weights = resolve_class_weights(cfg.model.get("class_weights"), datamodule.train_set,
-                                        Path(cfg.paths.log_dir) / "cache" / "class_weights", out_dir)  # fmt: skip
-        model = instantiate(cfg.model, **({"class_weights": weights} if "class_weights" in cfg.model else {}))
-        if checkpoint is not None:
-            check_resume_checkpoint(checkpoint, ckpt_path, model)  # another class count or architecture
-        if cfg.get("init_from"):
-            if checkpoint is not None:
-                raise ValueError("init_from and ckpt_path: choose one (ckpt_path resumes a run; init_from starts one)")
-            log.info(init_weights(model.net, cfg.init_from))
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        datamodule = build_datamodule(cfg, out_dir)  # bad data fails here, before any model is built
+        ckpt_path, checkpoint = read_resume_checkpoint(cfg)
+        model = build_model(cfg, datamodule, out_dir, ckpt_path, checkpoint)
         final = FinalValidation()  # validates the final step in fit when it is no validation step of its own
-        callbacks += [ResumeState(), final]
-        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=loggers,
-            # Lightning's resume gets the checkpoint already read (once, weights_only) instead of reading it again
-            plugins=[AtomicCheckpointIO(preloaded=(ckpt_path, checkpoint) if checkpoint is not None else None)],
-            sync_batchnorm=use_sync_batchnorm(cfg.trainer),
-        )
+        trainer = build_trainer(cfg, [ResumeState(), final], ckpt_path, checkpoint)
         record.update(precision=str(trainer.precision))  # as Lightning runs it: 32-true, bf16-mixed, ...
+        del checkpoint
 
         start = time.perf_counter()
-        del checkpoint
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         wall = time.perf_counter() - start
         if final.validated_step != trainer.global_step:  # e.g. check_val_every_n_epoch skipped the last epoch
             trainer.validate(model, datamodule=datamodule, verbose=False)  # runs nothing when validation is off
 
-        # the metrics of the final weights only: never the sanity check's, nor an earlier validation's
-        validated = final.validated_step == trainer.global_step
-        if validated and model.last_val_metrics is not None and trainer.is_global_zero:
-            best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
-            report = validation_report(model, datamodule.class_names, epoch=trainer.current_epoch,
-                                       global_step=trainer.global_step, train_wall_s=round(wall, 1),
-                                       mIoU_best=float(best) if best is not None else float("nan"))  # fmt: skip
-            path = write_report(out_dir, report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
-            log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall, path)
-            for split, extra in report.get("extra_val", {}).items():
-                log.info("%s mIoU %.4f", split, extra["mIoU"])
-        elif not validated:
+        validated = final.validated_step == trainer.global_step  # the final weights' metrics, never earlier ones
+        if validated:
+            write_final_report(trainer, model, datamodule, out_dir, wall)
+        else:
             log.warning("no validation of the final weights (validation is off): no metrics.json written")
         logged = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1} if validated else {}
         return {**logged, "global_step": trainer.global_step}
+
+
+def build_datamodule(cfg: DictConfig, out_dir: Path) -> pl.LightningDataModule:
+    """The datamodule, set up for fitting, its transforms normalising as the backbone's weights expect (timm's
+    mean/std for a timm encoder); the samples it trains and validates on listed under ``out_dir/splits``. Data
+    errors (missing root, bad split, bad file headers, another class count than the model's) are raised here."""
+    backbone = OmegaConf.select(cfg.model, "net.backbone")
+    try:
+        mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
+    except ValueError as e:  # an unknown backbone: named before the data is read
+        raise ValueError(f"model.net: {e}") from e
+    datamodule = instantiate(with_model_normalization(cfg.data, mean, std))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_class_count(cfg.model, datamodule.val_set)
+    if rank_zero_only.rank == 0:
+        datamodule.write_split_lists(out_dir / "splits")
+    return datamodule
+
+
+def read_resume_checkpoint(cfg: DictConfig) -> tuple[str | None, dict | None]:
+    """``(ckpt_path, checkpoint)`` of a resumed run, read once (weights only) and checked against the config
+    (another network refused; a changed batch size, lr, seed... named); ``(None, None)`` for a new run."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None, None
+    checkpoint = safe_load(ckpt_path)  # missing, unreadable or unsafe: fails before the model is built
+    check_resume_config(cfg, ckpt_path)
+    return ckpt_path, checkpoint
+
+
+def build_model(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, out_dir: Path, ckpt_path: str | None, checkpoint: dict | None
+) -> pl.LightningModule:
+    """The LightningModule: class weights counted over the train split's masks when the config asks (cached
+    under ``outputs/cache``), a resume checkpoint checked against it (class count, architecture), the net's
+    weights from ``init_from`` when set."""
+    extra = {}
+    if "class_weights" in cfg.model:  # median_freq / inverse_log: counted once, cached
+        cache = Path(cfg.paths.log_dir) / "cache" / "class_weights"
+        weights = cfg.model.get("class_weights")
+        extra["class_weights"] = resolve_class_weights(weights, datamodule.train_set, cache, out_dir)
+    model = instantiate(cfg.model, **extra)
+    if checkpoint is not None:
+        check_resume_checkpoint(checkpoint, ckpt_path, model)
+    if cfg.get("init_from"):
+        log.info(init_weights(model.net, cfg.init_from))
+    return model
+
+
+def build_trainer(
+    cfg: DictConfig, seg_callbacks: list[pl.Callback], ckpt_path: str | None, checkpoint: dict | None
+) -> pl.Trainer:
+    """The trainer with the configured callbacks and loggers, then ``seg_callbacks``; checkpoints written
+    atomically, and a resume checkpoint already read handed to Lightning instead of read again."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    preloaded = (ckpt_path, checkpoint) if checkpoint is not None else None
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks + seg_callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO(preloaded=preloaded)],
+        sync_batchnorm=use_sync_batchnorm(cfg.trainer),
+    )
+
+
+def write_final_report(
+    trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, out_dir: Path, wall: float
+) -> None:
+    """``metrics.json`` (and the report beside it) of the final weights' validation, on the main process."""
+    if model.last_val_metrics is None or not trainer.is_global_zero:
+        return
+    best = trainer.callback_metrics.get("val/mIoU_best")  # as logged: the same on every process
+    report = validation_report(
+        model,
+        datamodule.class_names,
+        epoch=trainer.current_epoch,
+        global_step=trainer.global_step,
+        train_wall_s=round(wall, 1),
+        mIoU_best=float(best) if best is not None else float("nan"),
+    )
+    path = write_report(out_dir, report, title=f"Validation after {trainer.global_step} steps ({wall:.0f} s)")
+    log.info("val mIoU %.4f after %d steps (%.0f s): %s", report["mIoU"], trainer.global_step, wall, path)
+    for split, extra in report.get("extra_val", {}).items():
+        log.info("%s mIoU %.4f", split, extra["mIoU"])
 
 
 def objective(metrics: dict[str, float], cfg: DictConfig) -> float:

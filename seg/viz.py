@@ -18,8 +18,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from seg.atomic import atomic_write
 from seg.data.base import IGNORE_INDEX
+from seg.utils.atomic import atomic_write
 
 # error map colours: what each pixel of the error panel means
 CORRECT_COLOUR = (48, 48, 48)  # dark grey: prediction equals the ground truth
@@ -187,12 +187,25 @@ def per_class_iou_figure(
             colours = [np.asarray(palette[i]) / 255 for i in range(len(classes))]
         else:
             colours = None
-        bars = ax.barh(ys, [0.0 if math.isnan(v) else v for v in ious], height=height, color=colours,
-                       edgecolor="0.3", linewidth=0.5, label=label if k > 1 else None)  # fmt: skip
+        bars = ax.barh(
+            ys,
+            [0.0 if math.isnan(v) else v for v in ious],
+            height=height,
+            color=colours,
+            edgecolor="0.3",
+            linewidth=0.5,
+            label=label if k > 1 else None,
+        )
         for bar, value in zip(bars, ious, strict=True):
             text = "absent" if math.isnan(value) else f"{value:.3f}"
-            ax.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=7)  # fmt: skip
+            ax.annotate(
+                text,
+                (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
         if k == 1:
             present = [v for v in ious if not math.isnan(v)]
             if present:
@@ -233,7 +246,7 @@ def confusion_matrix_figure(confmat: torch.Tensor | np.ndarray, class_names: Seq
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as a PNG with :func:`seg.atomic.atomic_write`: never half a figure on disk."""
+    """Write ``fig`` as a PNG with :func:`seg.utils.atomic.atomic_write`: never half a figure on disk."""
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")  # figures without a layout engine keep titles
     return Path(path)

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seg.hydra_utils import CONF_DIR, compose_config
+from seg.utils.compose import CONF_DIR, compose_config
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = {"num_train": 24, "num_val": 5, "size": 64, "max_objects": 2, "seed": 0}

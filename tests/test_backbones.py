@@ -13,12 +13,11 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from seg.checkpoint import load_model
 from seg.data.transforms import with_model_normalization
 from seg.models import FCN, ContextNet, DeepLabV3, DeepLabV3Plus, VGGDilated, build_backbone, input_normalization
-from seg.models.backbones.timm import TimmBackbone, convert_efficientnet_lite, weights_path
-from seg.models.weights import CheckpointError, read_state_dict
-from seg.run_config import data_config
+from seg.models.backbones.timm import TimmBackbone, convert_efficientnet_lite, timm_weights_file
+from seg.models.support.weights import CheckpointError, read_state_dict
+from seg.runs.loaded import data_config, load_model
 from tests.helpers import compose_cfg, fake_run, needs_shared
 
 LITE = "tf_efficientnet_lite0"
@@ -106,11 +105,11 @@ def test_missing_imagenet_weights_say_how_to_provide_them(monkeypatch, tmp_path)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # empty caches
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
     with pytest.raises(FileNotFoundError, match=r"no ImageNet weights for regnetx_002 .*model.net.weights=/path"):
-        weights_path("regnetx_002", "imagenet")
+        timm_weights_file("regnetx_002", "imagenet")
     with pytest.raises(FileNotFoundError, match=r"weights package 'efficientnet-lite9-pytorch-model' is not installed"):
-        weights_path(LITE, "efficientnet-lite9-pytorch-model")
+        timm_weights_file(LITE, "efficientnet-lite9-pytorch-model")
     with pytest.raises(FileNotFoundError, match="weights file not found"):
-        weights_path(LITE, str(tmp_path / "nope.pth"))
+        timm_weights_file(LITE, str(tmp_path / "nope.pth"))
 
 
 def test_imagenet_weights_are_read_from_the_hugging_face_cache_when_it_holds_them(monkeypatch, tmp_path):
@@ -129,7 +128,7 @@ def test_imagenet_weights_are_read_from_the_hugging_face_cache_when_it_holds_the
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    assert weights_path(name, "imagenet") == snapshot / "model.safetensors"
+    assert timm_weights_file(name, "imagenet") == snapshot / "model.safetensors"
     backbone = build_backbone(name, output_stride=16, weights="imagenet")
     assert torch.equal(backbone.model.conv_stem.weight, full.conv_stem.weight)
 
@@ -194,7 +193,7 @@ def test_dilated_lite_encoder_at_output_stride_32_gives_the_classifiers_features
     name = f"tf_efficientnet_lite{n}"
     backbone = build_backbone(name, output_stride=32, weights="imagenet").eval()
     full = timm.create_model(name).eval()
-    state = convert_efficientnet_lite(read_state_dict(weights_path(name, "imagenet")), full)
+    state = convert_efficientnet_lite(read_state_dict(timm_weights_file(name, "imagenet")), full)
     full.load_state_dict(state, strict=True)  # every tensor of the classifier named by the rule
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
@@ -223,7 +222,7 @@ def test_converted_lite_classifier_names_real_photos_as_a_person_would(n):
     voc = needs_shared("voc_samples") / "VOCdevkit" / "VOC2012" / "JPEGImages"
     name = f"tf_efficientnet_lite{n}"
     full = timm.create_model(name).eval()
-    full.load_state_dict(convert_efficientnet_lite(read_state_dict(weights_path(name, "imagenet")), full))
+    full.load_state_dict(convert_efficientnet_lite(read_state_dict(timm_weights_file(name, "imagenet")), full))
     size = full.pretrained_cfg["input_size"][-1]
     mean, std = input_normalization(name)
     batch = []
@@ -235,8 +234,11 @@ def test_converted_lite_classifier_names_real_photos_as_a_person_would(n):
         top = full(torch.stack(batch)).softmax(1).max(1)
     info = timm.data.ImageNetInfo()
     labels = [info.index_to_description(int(i)).split(",")[0] for i in top.indices]  # "ram, tup" -> "ram"
-    wrong = [(image_id, voc_class, label) for (image_id, (voc_class, ok)), label
-             in zip(PHOTOS.items(), labels, strict=True) if label not in ok]  # fmt: skip
+    wrong = [
+        (image_id, voc_class, label)
+        for (image_id, (voc_class, ok)), label in zip(PHOTOS.items(), labels, strict=True)
+        if label not in ok
+    ]
     assert not wrong, wrong
     assert float(top.values.min()) > 0.1  # 100x chance (1/1000): confident, not a lucky argmax
 
@@ -285,7 +287,7 @@ def test_training_and_tools_normalise_as_the_backbone_expects(cfg_train, tmp_pat
 def test_head_lr_mult_and_init_from_treat_a_timm_backbone_as_a_resnet(cfg_train, tmp_path):
     from hydra.utils import instantiate
 
-    from seg.init_from import init_weights
+    from seg.runs.init_from import init_weights
 
     with open_dict(cfg_train):
         cfg_train.model.net.update(backbone=LITE, output_stride=16, aspp_rates=[1, 2, 3])

@@ -152,7 +152,7 @@ def case_args(name: str, tmp: Path, data: Path, run_ckpt: Path) -> tuple[str, li
         "evaluate_other_class_count": (
             "seg.evaluate",
             [f"ckpt_path={run_ckpt}", "data=voc", f"data.root={data}", "trainer.enable_progress_bar=false", *out],
-        ),  # fmt: skip
+        ),
         "evaluate_unsafe_checkpoint": ("seg.evaluate", [f"ckpt_path={evil}", *out]),
     }.get(name, ("seg.train", [*train, f"data.root={tmp / name / 'data'}"]))
 
@@ -162,8 +162,9 @@ def run_cases(cases: list[dict], tmp: Path) -> dict[str, tuple[int, str]]:
     spec, logs = tmp / "cases.json", tmp / "logs"
     logs.mkdir()
     spec.write_text(json.dumps(cases))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(spec), str(logs)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(spec), str(logs)], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     codes = json.loads(proc.stdout.strip().splitlines()[-1])
     return {name: (code, (logs / f"{name}.stderr").read_text()) for name, code in codes.items()}
@@ -183,8 +184,12 @@ def matrix(tmp_path_factory, tiny_data_dir):
             damage(tmp / name / "data", name)
         module, args = case_args(name, tmp, tiny_data_dir, run_ckpt)
         cases.append({"name": name, "module": module, "args": args})
-    full_error = {"name": "full_error", "module": "seg.train", "env": {"HYDRA_FULL_ERROR": "1"},
-                  "args": case_args("missing_checkpoint", tmp, tiny_data_dir, run_ckpt)[1]}  # fmt: skip
+    full_error = {
+        "name": "full_error",
+        "module": "seg.train",
+        "env": {"HYDRA_FULL_ERROR": "1"},
+        "args": case_args("missing_checkpoint", tmp, tiny_data_dir, run_ckpt)[1],
+    }
     results = run_cases([*cases, full_error], tmp)
     return tmp, results, marker
 

@@ -28,8 +28,25 @@ def bench(script: str, *args: str) -> str:
 
 def test_gpu_script_parses_and_its_python_side_runs_on_the_cpu():
     run("bash", "-n", str(BENCH / "gpu.sh"))
-    out = bench("gpu_throughput.py", "--device", "cpu", "--backbones", "resnet18", "--output-strides", "16",
-                "--crop", "33", "--batch", "2", "--steps", "1", "--warmup", "1", "--compile", "off")  # fmt: skip
+    out = bench(
+        "gpu_throughput.py",
+        "--device",
+        "cpu",
+        "--backbones",
+        "resnet18",
+        "--output-strides",
+        "16",
+        "--crop",
+        "33",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--compile",
+        "off",
+    )
     assert "resnet18 OS 16 compile=False" in out and "images/s" in out
 
 
@@ -40,8 +57,21 @@ def test_training_precision_benchmark_times_a_recipe_in_both_precisions():
 
 
 def test_sliding_window_benchmark_asserts_identical_outputs():
-    out = bench("sliding_window.py", "--height", "48", "--width", "96", "--windows", "32", "--batch", "4",
-                "--rounds", "1", "--precisions", "32")  # fmt: skip
+    out = bench(
+        "sliding_window.py",
+        "--height",
+        "48",
+        "--width",
+        "96",
+        "--windows",
+        "32",
+        "--batch",
+        "4",
+        "--rounds",
+        "1",
+        "--precisions",
+        "32",
+    )
     assert "window 32x32 stride 22" in out and "max abs logit difference" in out
 
 
@@ -52,8 +82,23 @@ def test_confmat_benchmark_checks_the_accumulators_agree():
 
 def test_vs_smp_benchmark_runs_both_libraries_on_a_shared_architecture():
     pytest.importorskip("segmentation_models_pytorch", reason="the bench extra (pip install 'seg[bench]')")
-    out = bench("vs_smp.py", "--archs", "dlv3_lite0_os16", "--sizes", "64x96", "--train-batch", "2",
-                "--infer-batches", "1", "--formats", "cl", "--rounds", "1", "--warmup", "0")  # fmt: skip
+    out = bench(
+        "vs_smp.py",
+        "--archs",
+        "dlv3_lite0_os16",
+        "--sizes",
+        "64x96",
+        "--train-batch",
+        "2",
+        "--infer-batches",
+        "1",
+        "--formats",
+        "cl",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+    )
     assert "## dlv3_lite0_os16: parameters seg" in out and "smp" in out
     assert "| dlv3_lite0_os16 | train | 64x96 | 2 | cl |" in out
     assert "| dlv3_lite0_os16 | infer | 64x96 | 1 | cl |" in out
@@ -75,8 +120,7 @@ def test_lightning_overhead_benchmark_runs():
 def test_torchvision_and_utilisation_benchmarks_run():
     out = bench("vs_torchvision.py", "--size", "64", "--rounds", "1", "--variants", "tv_fp32", "seg_fp32")
     assert "seg_fp32 / tv_fp32" in out
-    out = bench("utilisation.py", "--size", "64", "--batch", "2", "--rounds", "1", "--fp32-n", "256",
-                "--bf16-n", "256")  # fmt: skip
+    out = bench("utilisation.py", "--size", "64", "--batch", "2", "--rounds", "1", "--fp32-n", "256", "--bf16-n", "256")
     assert out.count("fraction") == 2 and "convolutions alone" in out
 
 
@@ -100,8 +144,9 @@ def test_malloc_benchmark_runs_both_variants_in_their_own_processes():
 
 
 def test_camvid_speed_benchmark_times_each_runtime():
-    out = bench("camvid_speed.py", "--experiment", "camvid_imagenet_cpu", "--size", "64", "96", "--batch", "2",
-                "--rounds", "2")  # fmt: skip
+    out = bench(
+        "camvid_speed.py", "--experiment", "camvid_imagenet_cpu", "--size", "64", "96", "--batch", "2", "--rounds", "2"
+    )
     assert "untrained camvid_imagenet_cpu: input_scale 1.0, frames 64x96" in out
     assert "| eager fp32 NCHW |" in out and "| eager fp32 channels_last |" in out
     assert "| eager fp32 channels_last, BatchNorm folded |" in out and "folded 55 BatchNorms" in out

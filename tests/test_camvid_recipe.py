@@ -52,8 +52,16 @@ def test_camvid_imagenet_recipe_validates_on_a_held_out_sequence_too(tmp_path):
     from seg.train import train
 
     root = needs_shared("camvid")
-    cfg = compose_cfg(["+experiment=camvid_imagenet_cpu", f"data.root={root}", *FAST, "callbacks.progress_bar=null",
-                       "data.train_split=train-0006R0", "data.extra_val_splits=[train@0006R0]"])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "+experiment=camvid_imagenet_cpu",
+            f"data.root={root}",
+            *FAST,
+            "callbacks.progress_bar=null",
+            "data.train_split=train-0006R0",
+            "data.extra_val_splits=[train@0006R0]",
+        ]
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.log_dir = str(tmp_path)
@@ -109,10 +117,17 @@ def test_camvid_dilation_sweep_runs_each_stride_on_the_real_frames(tmp_path):
     root = needs_shared("camvid")
     sweep_dir = tmp_path / "sweep"
     cmd = [
-        sys.executable, "-m", "seg.train", "+experiment=camvid_dilation_sweep", f"data.root={root}", *FAST,
-        "hydra.sweeper.params.seed=1", f"hydra.sweep.dir={sweep_dir}", f"paths.log_dir={tmp_path}",
+        sys.executable,
+        "-m",
+        "seg.train",
+        "+experiment=camvid_dilation_sweep",
+        f"data.root={root}",
+        *FAST,
+        "hydra.sweeper.params.seed=1",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.log_dir={tmp_path}",
         "print_config=false",
-    ]  # fmt: skip
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = find_runs(sweep_dir)

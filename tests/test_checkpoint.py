@@ -1,4 +1,5 @@
-"""seg.checkpoint: torchvision state_dicts load into seg's models with identical logits; loading is safe and strict."""
+"""seg.runs.checkpoint and seg.runs.loaded: torchvision state_dicts load into seg's models with identical logits;
+loading is safe and strict."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import torch
 from torch import nn
 from torchvision.models import segmentation
 
-from seg.checkpoint import load_model
-from seg.hydra_utils import exit_on_error
-from seg.init_from import load_net_weights
 from seg.models import FCN, DeepLabV3
-from seg.models.torchvision_layout import torchvision_architecture
-from seg.models.weights import CheckpointError, read_state_dict
+from seg.models.support.torchvision_layout import torchvision_architecture
+from seg.models.support.weights import CheckpointError, read_state_dict
+from seg.runs.init_from import load_net_weights
+from seg.runs.loaded import load_model
+from seg.utils.cli import exit_on_error
 
 
 def _randomise_bn(model: nn.Module) -> nn.Module:
@@ -63,8 +64,17 @@ def test_torchvision_reference_checkpoint_with_args_and_ddp_prefix_loads(tv_deep
 def test_torchvision_resnet101_layout_is_recognised():
     model = segmentation.deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=19, aux_loss=False)
     arch = torchvision_architecture(model.state_dict())
-    assert arch == (DeepLabV3, {"num_classes": 19, "backbone": "resnet101", "output_stride": 8,
-                                "aspp_rates": (12, 24, 36), "aux": False, "weights": None})  # fmt: skip
+    assert arch == (
+        DeepLabV3,
+        {
+            "num_classes": 19,
+            "backbone": "resnet101",
+            "output_stride": 8,
+            "aspp_rates": (12, 24, 36),
+            "aux": False,
+            "weights": None,
+        },
+    )
 
 
 def test_torchvision_fcn_state_dict_loads_into_seg_fcn(tmp_path):

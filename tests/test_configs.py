@@ -10,23 +10,20 @@ import pytest
 from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
-from seg.machine import PRECISION_ENV, cpu_flags, cpu_model, cpu_precision, machine_label
 from seg.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, SegModule
+from seg.utils.machine import PRECISION_ENV, cpu_flags, cpu_model, cpu_precision, machine_label
 from tests.helpers import CONF_DIR, compose_cfg
 
 
 def _defaults(target) -> dict:
-    """Every keyword default of ``target``'s signature and of the classes it hands ``**kwargs`` to."""
-    found = {}
-    for cls in inspect.getmro(target) if inspect.isclass(target) else [target]:
-        init = cls.__init__ if inspect.isclass(target) else cls
-        params = inspect.signature(init).parameters
-        for name, p in params.items():
-            if p.default is not inspect.Parameter.empty and name not in found:
-                found[name] = list(p.default) if isinstance(p.default, tuple) else p.default
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            break  # the base classes' keywords are not this class's
-    return found
+    """Every keyword default of ``target``'s signature (a class's ``__init__``: the segmenters spell out every
+    option they take)."""
+    params = inspect.signature(target).parameters
+    return {
+        name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for name, p in params.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(CONF_DIR) / "model" / "net").glob("*.yaml")))
@@ -50,13 +47,13 @@ def test_model_deeplabv3_holds_segmodule_defaults():
     assert {k: cfg.scheduler[k] for k in DEFAULT_SCHEDULER.keywords} == DEFAULT_SCHEDULER.keywords
 
 
-@pytest.mark.parametrize("name", ["context", "deeplabv3plus", "fcn"])
-def test_architecture_presets_hold_class_and_segmodule_defaults(name):
+@pytest.mark.parametrize(("name", "net_name"), [("context", "context_net"), ("deeplabv3plus",) * 2, ("fcn",) * 2])
+def test_architecture_presets_hold_class_and_segmodule_defaults(name, net_name):
     """model=NAME names an architecture: its net config as written (the class defaults) and model=deeplabv3's
     training settings; nothing tuned for a dataset (that lives in experiment/, the quickstart in model=quickstart)."""
     cfg = compose_cfg([f"model={name}"]).model
     base = compose_cfg(["model=deeplabv3"]).model
-    net = OmegaConf.load(Path(CONF_DIR) / "model" / "net" / f"{name}.yaml")
+    net = OmegaConf.load(Path(CONF_DIR) / "model" / "net" / f"{net_name}.yaml")
     assert OmegaConf.to_container(cfg.net) == OmegaConf.to_container(net), name
     for key in set(base) - {"net"}:
         assert cfg[key] == base[key], (name, key)
@@ -102,7 +99,7 @@ def test_the_cpu_precision_rule_on_each_kind_of_cpu(monkeypatch, cpuinfo, model,
     assert cpu_precision(flags) == precision
     if model is not None:
         assert cpu_model(cpuinfo) == model and machine_label(model, flags) == model + amx
-    monkeypatch.setattr("seg.machine._cpuinfo", lambda: cpuinfo)  # this machine, as the configs see it
+    monkeypatch.setattr("seg.utils.machine._cpuinfo", lambda: cpuinfo)  # this machine, as the configs see it
     assert compose_cfg([]).trainer.precision == precision
     assert compose_cfg(["+experiment=camvid_cpu"]).trainer.precision == precision
     assert compose_cfg(["+experiment=camvid_imagenet_cpu"]).trainer.precision == "32-true"

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from seg.models import FCN, ContextNet, DeepLabV3, DeepLabV3Plus, VGGDilated, build_backbone
+from seg.models.backbones.protocol import FEATURES, Backbone
 
 NUM_CLASSES = 3
 BACKBONES = ["resnet18", "vgg16", "tf_efficientnet_lite0"]
@@ -85,10 +86,14 @@ def test_segmenter_contract(segmenter, backbone, tmp_path):
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 def test_backbone_feature_strides(backbone, output_stride):
+    """Every family keeps the :class:`Backbone` contract: its attributes, and features of the promised strides and
+    channels."""
     net = build_backbone(backbone, output_stride=output_stride).eval()
+    assert isinstance(net, Backbone)
+    assert len(net.mean) == len(net.std) == 3
     with torch.no_grad():
         features = net(batch(64, 96, n=1))
-    assert features.keys() == net.channels.keys() >= {"low", "aux", "out"}
+    assert features.keys() == net.channels.keys() == set(FEATURES)
     for key, f in features.items():
         assert f.shape[1] == net.channels[key], (key, f.shape)
     assert features["low"].shape[-2:] == (16, 24)

@@ -174,12 +174,12 @@ def test_compose_is_strict_about_unknown_arguments():
 
 
 def test_workers_get_distinct_augmentation_streams(tiny_data_dir):
-    dm = SegDataModule(SyntheticShapes, tiny_data_dir, train_transform=train_transforms(crop_size=48),
-                       val_transform=val_transforms())  # fmt: skip
+    dm = SegDataModule(
+        SyntheticShapes, tiny_data_dir, train_transform=train_transforms(crop_size=48), val_transform=val_transforms()
+    )
     dm.setup("fit")
     torch.manual_seed(0)
-    loader = DataLoader(dm.train_set, batch_size=1, num_workers=2, worker_init_fn=seed_worker,
-                        sampler=[0, 0, 0, 0])  # fmt: skip
+    loader = DataLoader(dm.train_set, batch_size=1, num_workers=2, worker_init_fn=seed_worker, sampler=[0, 0, 0, 0])
     crops = [m[0].numpy() for _, m in loader]
     # sample 0 four times, two from each worker: without per-worker seeding, worker 0 and 1 would repeat
     assert not np.array_equal(crops[0], crops[1]) or not np.array_equal(crops[2], crops[3])

@@ -387,13 +387,23 @@ def test_camvid_experiment_trains_on_a_fixture_tree(tmp_path):
     from seg.train import train
 
     root = _trees(tmp_path, 48, 64)["camvid"]  # big enough that layer4 is not 1x1 (BatchNorm on 2 values)
-    cfg = compose_cfg([
-        "+experiment=camvid_dilated", f"data.root={root}", "model.net.weights=null",
-        "model.net.backbone=resnet34", "data.batch_size=2", "data.num_workers=0",
-        "data.train_transform.crop_size=[48,64]",
-        "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.precision=32-true",
-        "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~logger.tensorboard",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "+experiment=camvid_dilated",
+            f"data.root={root}",
+            "model.net.weights=null",
+            "model.net.backbone=resnet34",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "data.train_transform.crop_size=[48,64]",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "trainer.precision=32-true",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+            "~logger.tensorboard",
+        ]
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         del cfg.hydra

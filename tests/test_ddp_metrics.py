@@ -16,16 +16,26 @@ from seg.evaluate import evaluate
 from tests.helpers import compose_cfg, fake_run, labelled_val_pixels
 
 
+def evaluate_overrides(ckpt, devices: int, strategy: str) -> list[str]:
+    """seg-evaluate on ``devices`` processes; batch 1 and fp32: each image's logits do not depend on which process
+    or batch it lands in."""
+    return [
+        f"ckpt_path={ckpt}",
+        f"trainer.devices={devices}",
+        f"trainer.strategy={strategy}",
+        "trainer.enable_progress_bar=false",
+        "batch_size=1",
+        "inference.precision=32",
+    ]
+
+
 def test_two_processes_count_every_image_exactly_once(cfg_train, tmp_path, tiny_data_dir):
     assert torch.distributed.is_gloo_available()
     ckpt = fake_run(cfg_train, tmp_path / "run")
     reports = {}
     for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
         out = tmp_path / f"devices{devices}"
-        # batch 1 and fp32: each image's logits do not depend on which process or batch it lands in
-        overrides = [f"ckpt_path={ckpt}", f"trainer.devices={devices}", f"trainer.strategy={strategy}",
-                     "trainer.enable_progress_bar=false", "batch_size=1", "inference.precision=32"]  # fmt: skip
-        cfg = compose_cfg(overrides, config_name="evaluate")
+        cfg = compose_cfg(evaluate_overrides(ckpt, devices, strategy), config_name="evaluate")
         with open_dict(cfg):
             cfg.paths.output_dir = str(out)
             del cfg.hydra
@@ -49,9 +59,8 @@ def test_evaluate_with_the_ddp_strategy_as_documented(cfg_train, tmp_path, tiny_
     reports = {}
     for devices, strategy in ((1, "auto"), (2, "ddp")):
         out = tmp_path / f"devices{devices}"
-        cmd = [sys.executable, "-m", "seg.evaluate", f"ckpt_path={ckpt}", f"trainer.devices={devices}",
-               f"trainer.strategy={strategy}", "trainer.enable_progress_bar=false", "batch_size=1",
-               "inference.precision=32", f"hydra.run.dir={out}"]  # fmt: skip
+        overrides = [*evaluate_overrides(ckpt, devices, strategy), f"hydra.run.dir={out}"]
+        cmd = [sys.executable, "-m", "seg.evaluate", *overrides]
         proc = subprocess.run(cmd, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         reports[devices] = json.loads((out / "metrics.json").read_text())

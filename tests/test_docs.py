@@ -26,8 +26,10 @@ def anchors(path: Path) -> set[str]:
 
 def test_the_anchor_rule():
     assert anchors(ROOT / "docs" / "configuration.md") >= {
-        "datafolder-your-own-images-and-masks", "slurm-hydralauncherslurm", "configuration-reference",
-    }  # fmt: skip
+        "datafolder-your-own-images-and-masks",
+        "slurm-hydralauncherslurm",
+        "configuration-reference",
+    }
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))

@@ -14,14 +14,14 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seg.checkpoint import load_model
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.evaluate import evaluate
 from seg.inference import InferenceConfig, infer
-from seg.machine import cpu_precision
-from seg.models.weights import CheckpointError
+from seg.models.support.weights import CheckpointError
+from seg.runs.loaded import load_model
 from seg.train import train
+from seg.utils.machine import cpu_precision
 from tests.helpers import compose_cfg, fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +56,9 @@ def test_evaluate_agrees_with_the_training_validation_in_every_mode(cfg_train, t
     whole = evaluate(eval_cfg(ckpt, tmp_path / "whole", "inference.fold_batchnorm=false"))
     assert abs(whole["mIoU"] - trained["mIoU"]) <= 1e-6, (whole["mIoU"], trained["mIoU"])
     for name, value in trained["per_class_iou"].items():
-        assert (math.isnan(value) and math.isnan(whole["per_class_iou"][name])) or \
-            abs(whole["per_class_iou"][name] - value) <= 1e-6  # fmt: skip
+        assert (math.isnan(value) and math.isnan(whole["per_class_iou"][name])) or abs(
+            whole["per_class_iou"][name] - value
+        ) <= 1e-6
     for key in ("pixel_acc", "mean_acc", "fw_iou"):
         assert abs(whole[key] - trained[key]) <= 1e-6, key
     assert whole["precision"] == RUN_PRECISION and whole["images"] == 5 and whole["split"] == "val"
@@ -93,8 +94,9 @@ def test_evaluate_scores_sliding_windows_with_multi_scale_and_flip(cfg_train, tm
     assert report["inference"] == label and report["precision"] == "32"
 
     loaded = load_model(ckpt)
-    cfg = InferenceConfig.from_options(eval_cfg(ckpt, tmp_path, *overrides).inference,
-                                       {"precision": "32", "channels_last": True})  # fmt: skip
+    cfg = InferenceConfig.from_options(
+        eval_cfg(ckpt, tmp_path, *overrides).inference, {"precision": "32", "channels_last": True}
+    )
     ds = SyntheticShapes(cfg_train.data.root, "val", transform=val_transforms())
     x, y = (torch.stack([torch.as_tensor(ds[i][k]) for i in range(len(ds))]) for k in (0, 1))
     confmat = MulticlassConfusionMatrix(5, ignore_index=255)
@@ -118,8 +120,13 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     corrupt.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="corrupt.ckpt: not a"):
         evaluate(eval_cfg(corrupt, tmp_path / "eval"))
-    command = [sys.executable, "-m", "seg.evaluate", f"ckpt_path={tmp_path / 'missing.ckpt'}",
-               f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "seg.evaluate",
+        f"ckpt_path={tmp_path / 'missing.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
@@ -144,7 +151,7 @@ def test_data_root_override_reads_the_runs_dataset_from_another_copy(cfg_train, 
     refuse `data.root` with "Key 'data' is not in struct"); `data=NAME data.root=DIR` still switches the dataset."""
     import shutil
 
-    from seg.run_config import data_config
+    from seg.runs.loaded import data_config
 
     moved = tmp_path / "data_at_training"
     shutil.copytree(tiny_data_dir, moved)

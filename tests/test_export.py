@@ -12,11 +12,11 @@ import torch
 from omegaconf import open_dict
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seg.checkpoint import load_model
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.export import export, onnx_runner, torchscript_runner
 from seg.metrics import metrics_from_confmat
+from seg.runs.loaded import load_model
 from tests.helpers import compose_cfg, fake_run
 
 
@@ -115,8 +115,11 @@ def test_int8_comparison_runs_a_downscaled_model_at_its_input_scale():
     def runner(x: np.ndarray) -> np.ndarray:
         seen.append(x.shape[-2:])
         half = masks[int(x[0, 0, 0, 0])][::2, ::2]  # the right answer at the size it is given
-        return np.stack([half == 0, half == 1])[None].astype(np.float32) if x.shape[-2:] == (8, 12) else \
-            np.zeros((1, 2, *x.shape[-2:]), np.float32)  # fmt: skip
+        return (
+            np.stack([half == 0, half == 1])[None].astype(np.float32)
+            if x.shape[-2:] == (8, 12)
+            else np.zeros((1, 2, *x.shape[-2:]), np.float32)
+        )
 
     result = compare_on_split(runner, runner, dataset, num_classes=2, input_scale=0.5)
     assert set(seen) == {(8, 12)} and result["mIoU_fp32"] == result["mIoU_int8"] == 1.0

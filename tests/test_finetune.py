@@ -110,8 +110,15 @@ def test_never_unfreeze_trains_the_head_only():
 def test_parameters_left_out_of_the_optimizer_are_an_error(cfg_train):
     model = instantiate(cfg_train.model)
     model.net.backbone.layer1.requires_grad_(False)  # configure_optimizers will drop these
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, logger=False, callbacks=[
-        BackboneFreeze(unfreeze_at_epoch=1)], enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        callbacks=[BackboneFreeze(unfreeze_at_epoch=1)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     with pytest.raises(ValueError, match="missing from the optimizer"):
         trainer.fit(model, datamodule=instantiate(cfg_train.data))
 

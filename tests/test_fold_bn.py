@@ -1,5 +1,5 @@
-"""seg.models.fold_bn: BatchNorm folded into the convolution before it gives the same logits with fewer operators,
-on every backbone family; a BatchNorm that does not follow a convolution is left alone."""
+"""seg.models.support.fold_bn: BatchNorm folded into the convolution before it gives the same logits with fewer
+operators, on every backbone family; a BatchNorm that does not follow a convolution is left alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from seg.models import DeepLabV3, DeepLabV3Plus
-from seg.models.fold_bn import fold_batchnorm
+from seg.models.support.fold_bn import fold_batchnorm
 
 
 def with_statistics(net: nn.Module) -> nn.Module:

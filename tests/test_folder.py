@@ -167,8 +167,15 @@ def test_camvid_as_a_colour_folder_equals_data_camvid(tmp_path):
             (root / "images" / image_path.name).symlink_to(image_path)
             Image.fromarray(lut[np.asarray(Image.open(mask_path))]).save(root / "masks" / f"{ds.ids[i]}.png")
     classes = [{"name": n, "color": [int(v) for v in CAMVID_PALETTE[i]]} for i, n in enumerate(CAMVID_CLASSES)]
-    cfg = compose_cfg(["data=folder", f"data.root={root}", "data.mask_format=color", "data.ignore_color=[0,0,0]",
-                       "data.split_dir=splits"])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.mask_format=color",
+            "data.ignore_color=[0,0,0]",
+            "data.split_dir=splits",
+        ]
+    )
     with open_dict(cfg):
         cfg.data.classes = classes
     assert cfg.data.num_classes == 11 and cfg.model.num_classes == 11
@@ -211,8 +218,16 @@ def test_ade20k_layout_reads_and_its_recipe_composes(tmp_path):
 def test_num_classes_mismatch_is_one_line_before_the_model_is_built(tmp_path, tiny_data_dir):
     # the tiny tree's own generator settings: other settings would regenerate the shared tree for later tests
     prepare = [f"data.prepare.{k}={v}" for k, v in TINY.items()]
-    cmd = [sys.executable, "-m", "seg.train", f"data.root={tiny_data_dir}", *prepare, "model.net.num_classes=7",
-           "trainer.max_steps=1", f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        f"data.root={tiny_data_dir}",
+        *prepare,
+        "model.net.num_classes=7",
+        "trainer.max_steps=1",
+        f"hydra.run.dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -248,8 +263,13 @@ def test_the_checker_reads_a_folder_dataset_and_prints_pixel_shares(tmp_path):
 
     root = make_folder(tmp_path / "leaves", [f"img{i}" for i in range(5)])
     (root / "classes.yaml").write_text("".join(f"- {{name: {c['name']}, color: {c['color']}}}\n" for c in CLASSES))
-    overrides = ["data=folder", f"data.root={root}", f"data.classes={root / 'classes.yaml'}", "data.mask_format=color",
-                 "data.ignore_color=[255,255,255]"]  # fmt: skip
+    overrides = [
+        "data=folder",
+        f"data.root={root}",
+        f"data.classes={root / 'classes.yaml'}",
+        "data.mask_format=color",
+        "data.ignore_color=[255,255,255]",
+    ]
     out = io.StringIO()
     result = run_check(compose_cfg(overrides, config_name="check"), Console(file=out, width=200))
     assert result.ok and result.dataset == "FolderSegmentation" and result.classes == ("bg", "leaf", "spot")

@@ -7,9 +7,9 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from seg.models.context_module import BASIC_DILATIONS, ContextModule, ContextNet
+from seg.models.context_net import BASIC_DILATIONS, ContextModule, ContextNet
 from seg.models.deeplabv3plus import DeepLabV3Plus
-from seg.models.largefov import VGGDilated, fc_to_conv
+from seg.models.vgg_dilated import VGGDilated, fc_to_conv
 from tests.helpers import compose_cfg
 
 
@@ -151,8 +151,15 @@ def test_contextnet_front_end_steps_count_optimizer_steps_under_gradient_accumul
     data = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8, 32, 32))), batch_size=2
     )
-    trainer = pl.Trainer(max_steps=2, accumulate_grad_batches=2, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = pl.Trainer(
+        max_steps=2,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(SegModule(net, num_classes=3), train_dataloaders=data)
     assert trainer.global_step == 2
     assert module_ran == [False, False, True, True]
@@ -231,8 +238,9 @@ def test_vgg_weights_name_is_checked():
 
 
 # ASPP rates of 12+ on a 3x3 map only read padding, and CPU convolutions with that much padding are slow
-@pytest.mark.parametrize(("model", "extra"), [("deeplabv3plus", ["model.net.aspp_rates=[1,2,3]"]), ("context", []),
-                                              ("vgg_largefov", [])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "extra"), [("deeplabv3plus", ["model.net.aspp_rates=[1,2,3]"]), ("context", []), ("vgg_largefov", [])]
+)
 def test_configured_head_learns_a_batch(model, extra, tiny_data_dir):
     """Each config instantiates through Hydra, and 10 SGD steps on one real batch (2 crops of 48 px) cut the loss."""
     overrides = [f"model={model}", f"data.root={tiny_data_dir}", "data.num_workers=0", "data.batch_size=4", *extra]

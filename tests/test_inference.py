@@ -142,7 +142,7 @@ def test_input_scale_predicts_at_the_reduced_size_and_scores_at_the_label_size()
 def test_validation_and_evaluate_share_the_input_scale(cfg_train):
     from omegaconf import open_dict
 
-    from seg.run_config import run_inference_defaults
+    from seg.runs.config import run_inference_defaults
 
     with open_dict(cfg_train):
         cfg_train.model.input_scale = 0.5

@@ -12,16 +12,19 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
-from seg.init_from import init_weights
 from seg.models import DeepLabV3
-from seg.models.weights import CheckpointError
+from seg.models.support.weights import CheckpointError
+from seg.runs.init_from import init_weights
 from seg.train import train
 from tests.helpers import compose_cfg, fake_run
 
 # synthetic shapes -> 3 classes: background, round (disk), angular (square, triangle, cross)
 TO_THREE = np.array([0, 1, 2, 2, 2] + [255] * 251, dtype=np.uint8)
-THREE = [{"name": "background", "color": [0, 0, 0]}, {"name": "round", "color": [0, 200, 0]},
-         {"name": "angular", "color": [200, 0, 0]}]  # fmt: skip
+THREE = [
+    {"name": "background", "color": [0, 0, 0]},
+    {"name": "round", "color": [0, 200, 0]},
+    {"name": "angular", "color": [200, 0, 0]},
+]
 
 
 def small(cfg, tmp_path: Path, **extra):
@@ -52,13 +55,26 @@ def folder_copy(tiny_data_dir: Path, root: Path) -> Path:
 
 
 def finetune_cfg(root: Path, tmp_path: Path, init_from: Path | None, steps: int):
-    cfg = compose_cfg([
-        "data=folder", f"data.root={root}", "data.split_dir=splits", "data.train_transform.crop_size=64",
-        "data.batch_size=4", "data.val_batch_size=5", "data.num_workers=0", f"trainer.max_steps={steps}",
-        "trainer.max_epochs=-1", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
-        "~logger.tensorboard", "callbacks.val_images.num_samples=0", "model.scheduler.warmup_steps=0",
-        "model.optimizer.lr=0.02", f"init_from={init_from}" if init_from else "init_from=null",
-    ])  # fmt: skip
+    cfg = compose_cfg(
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.split_dir=splits",
+            "data.train_transform.crop_size=64",
+            "data.batch_size=4",
+            "data.val_batch_size=5",
+            "data.num_workers=0",
+            f"trainer.max_steps={steps}",
+            "trainer.max_epochs=-1",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+            "~logger.tensorboard",
+            "callbacks.val_images.num_samples=0",
+            "model.scheduler.warmup_steps=0",
+            "model.optimizer.lr=0.02",
+            f"init_from={init_from}" if init_from else "init_from=null",
+        ]
+    )
     with open_dict(cfg):
         cfg.data.classes = THREE
         del cfg.hydra

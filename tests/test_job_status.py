@@ -82,9 +82,14 @@ def test_ctrl_c_during_training_is_recorded_with_the_command_that_resumes_it(tmp
     args = [*tiny_args(tiny_data_dir), "trainer.max_epochs=4", "callbacks.last_checkpoint.every_n_train_steps=3"]
     run_dir = tmp_path / "interrupted"
     # SIGINT at its default in the child, as in a terminal (a script's background job would ignore it)
-    proc = subprocess.Popen([sys.executable, "-m", "seg.train", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seg.train", *args, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not ckpt.is_file() and proc.poll() is None and time.time() < deadline:
@@ -106,7 +111,12 @@ def test_ctrl_c_during_training_is_recorded_with_the_command_that_resumes_it(tmp
     command = shlex.split(record["resume"])
     assert command[0] == "seg-train" and command[-1] == f"ckpt_path={ckpt.resolve()}"
     overrides = [o for o in command[1:] if not o.startswith("hydra.run.dir=")]
-    resumed = subprocess.run([sys.executable, "-m", "seg.train", *overrides, f"hydra.run.dir={tmp_path / 'resumed'}"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "seg.train", *overrides, f"hydra.run.dir={tmp_path / 'resumed'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["global_step"] == 24

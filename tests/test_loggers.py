@@ -14,8 +14,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from seg.hydra_utils import one_line
 from seg.train import train
+from seg.utils.errors import one_line
 from tests.helpers import compose_cfg
 
 
@@ -52,9 +52,15 @@ def test_mlflow_run_has_the_metrics_and_the_image_grid(cfg_train, tmp_path, monk
 
 def test_wandb_offline_run_has_the_metrics_and_the_image_grid(cfg_train, tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb", reason="pip install 'seg[wandb]'")
-    for var, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": tmp_path / "wandb_dir",
-                       "WANDB_CONFIG_DIR": tmp_path / "wandb_config", "WANDB_CACHE_DIR": tmp_path / "wandb_cache",
-                       "WANDB_DATA_DIR": tmp_path / "wandb_data", "WANDB_API_KEY": ""}.items():  # fmt: skip
+    for var, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": tmp_path / "wandb_dir",
+        "WANDB_CONFIG_DIR": tmp_path / "wandb_config",
+        "WANDB_CACHE_DIR": tmp_path / "wandb_cache",
+        "WANDB_DATA_DIR": tmp_path / "wandb_data",
+        "WANDB_API_KEY": "",
+    }.items():
         monkeypatch.setenv(var, str(value))
     cfg = with_logger(cfg_train, "wandb")
     try:
@@ -118,7 +124,7 @@ def test_a_missing_tracker_package_is_one_line(cfg_train, monkeypatch, logger, m
 
 
 def test_run_names_are_the_run_folder_under_the_log_dir(tmp_path: Path):
-    from seg.loggers import run_name
+    from seg.utils.loggers import run_name
 
     assert run_name(tmp_path / "train" / "runs" / "2024-05-01_12-00-00", tmp_path) == "train/runs/2024-05-01_12-00-00"
     assert run_name(tmp_path / "elsewhere", tmp_path / "outputs") == "elsewhere"

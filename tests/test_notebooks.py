@@ -13,7 +13,7 @@ import pytest
 from hydra.utils import instantiate
 
 from seg.analysis.receptive_field import receptive_fields
-from seg.checkpoint import newest_checkpoint
+from seg.runs.checkpoint import newest_checkpoint
 from tests.helpers import TINY, compose_cfg, fake_run
 from tests.test_sweep import make_run
 
@@ -84,15 +84,25 @@ def test_newest_checkpoint_is_last_ckpt_of_the_most_recent_run(cfg_train, tmp_pa
 @pytest.fixture
 def tiny_overrides(tiny_data_dir: Path) -> list[str]:
     """The conftest's tiny training set-up as Hydra overrides (for the notebook's demo model)."""
-    return [f"data.root={tiny_data_dir}", *(f"data.prepare.{k}={v}" for k, v in TINY.items()),
-            "data.train_transform.crop_size=64", "data.batch_size=4", "data.val_batch_size=5",
-            "data.num_workers=0"]  # fmt: skip
+    return [
+        f"data.root={tiny_data_dir}",
+        *(f"data.prepare.{k}={v}" for k, v in TINY.items()),
+        "data.train_transform.crop_size=64",
+        "data.batch_size=4",
+        "data.val_batch_size=5",
+        "data.num_workers=0",
+    ]
 
 
 def test_visualize_masks_trains_a_demo_model_when_there_is_no_checkpoint(tmp_path, tiny_overrides):
     outputs, figures = tmp_path / "outputs", tmp_path / "figures"
-    params = {"OUTPUTS_DIR": str(outputs), "DEMO_STEPS": 2, "DEMO_OVERRIDES": tiny_overrides, "N_SHOW": 2,
-              "SAVE_FIGURES": str(figures)}  # fmt: skip
+    params = {
+        "OUTPUTS_DIR": str(outputs),
+        "DEMO_STEPS": 2,
+        "DEMO_OVERRIDES": tiny_overrides,
+        "N_SHOW": 2,
+        "SAVE_FIGURES": str(figures),
+    }
     nb = nb_execute.execute(NOTEBOOKS / "visualize_masks.ipynb", params)
     text = text_of(nb)
     assert "training a quick demo model for 2 steps" in text
@@ -111,25 +121,37 @@ def test_camvid_notebook_fine_tunes_briefly_and_shows_real_frames(tmp_path):
 
     camvid = needs_shared("camvid")
     outputs, figures = tmp_path / "outputs", tmp_path / "figures"
-    params = {"CAMVID_ROOT": str(camvid), "OUTPUTS_DIR": str(outputs), "DEMO_STEPS": 3, "MAX_IMAGES": 4, "N_SHOW": 1,
-              "DEMO_OVERRIDES": ["trainer.limit_val_batches=1", "data.num_workers=0", "data.batch_size=2"],
-              "SAVE_FIGURES": str(figures)}  # fmt: skip
+    params = {
+        "CAMVID_ROOT": str(camvid),
+        "OUTPUTS_DIR": str(outputs),
+        "DEMO_STEPS": 3,
+        "MAX_IMAGES": 4,
+        "N_SHOW": 1,
+        "DEMO_OVERRIDES": ["trainer.limit_val_batches=1", "data.num_workers=0", "data.batch_size=2"],
+        "SAVE_FIGURES": str(figures),
+    }
     nb = nb_execute.execute(NOTEBOOKS / "camvid.ipynb", params)
     text = text_of(nb)
     assert "fine-tuning the CamVid ImageNet recipe for 3 steps" in text
     assert "TimmBackbone on CamVidSegmentation 'val' (101 frames)" in text
     assert re.search(r"4 frames in [\d.]+ s: mIoU 0\.\d+", text)
     assert sorted(p.name for p in figures.iterdir()) == [
-        "camvid_confusion_matrix.png", "camvid_frames.png", "camvid_per_class_iou.png"
-    ]  # fmt: skip
+        "camvid_confusion_matrix.png",
+        "camvid_frames.png",
+        "camvid_per_class_iou.png",
+    ]
     assert png_count(nb) == 3
 
 
 def test_receptive_field_notebook_measures_the_four_variants_and_a_checkpoint(cfg_train, tmp_path):
     ckpt = fake_run(cfg_train, tmp_path / "outputs" / "train" / "runs" / "r")
     figures = tmp_path / "figures"
-    params = {"INPUT_SIZE": 64, "ERF_SAMPLES": 2, "OUTPUTS_DIR": str(tmp_path / "outputs"),
-              "SAVE_FIGURES": str(figures)}  # fmt: skip
+    params = {
+        "INPUT_SIZE": 64,
+        "ERF_SAMPLES": 2,
+        "OUTPUTS_DIR": str(tmp_path / "outputs"),
+        "SAVE_FIGURES": str(figures),
+    }
     nb = nb_execute.execute(NOTEBOOKS / "receptive_field.ipynb", params)
     text = text_of(nb)
     assert f"checkpoint: {ckpt}" in text
@@ -151,8 +173,9 @@ def test_sweep_analysis_notebook_reads_a_sweep_folder(tmp_path):
     curve = "epoch,step,train/loss,val/mIoU\n0,9,1.2,\n0,125,,0.41\n1,250,,0.7\n"
     (sweep / "1" / "csv" / "metrics.csv").write_text(curve)
     figures = tmp_path / "figures"
-    nb = nb_execute.execute(NOTEBOOKS / "sweep_analysis.ipynb",
-                            {"OUTPUTS_DIR": str(tmp_path / "outputs"), "SAVE_FIGURES": str(figures)})  # fmt: skip
+    nb = nb_execute.execute(
+        NOTEBOOKS / "sweep_analysis.ipynb", {"OUTPUTS_DIR": str(tmp_path / "outputs"), "SAVE_FIGURES": str(figures)}
+    )
     text = text_of(nb)
     lines = [line for line in text.splitlines() if re.match(r"\| \d \|", line)]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from seg.extras import MissingExtraError, require
-from seg.hydra_utils import one_line, plugin_hint
+from seg.utils.errors import one_line, plugin_hint
+from seg.utils.extras import MissingExtraError, require
 from tests.helpers import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,11 @@ def test_every_package_and_config_folder_is_installed():
     setuptools = PYPROJECT["tool"]["setuptools"]
     assert setuptools["package-dir"] == {"seg.conf": "conf"}
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "seg").rglob("__init__.py")}
-    on_disk |= {".".join(("seg", *d.relative_to(ROOT).parts)) for d in [ROOT / "conf", *(ROOT / "conf").rglob("*")]
-                if d.is_dir() and any(d.glob("*.yaml"))}  # fmt: skip
+    on_disk |= {
+        ".".join(("seg", *d.relative_to(ROOT).parts))
+        for d in [ROOT / "conf", *(ROOT / "conf").rglob("*")]
+        if d.is_dir() and any(d.glob("*.yaml"))
+    }
     assert sorted(setuptools["packages"]) == sorted(on_disk)
 
 
@@ -79,24 +82,59 @@ def test_a_non_editable_install_trains_from_another_directory(tmp_path):
         }
 
     shutil.copytree(ROOT, source, ignore=skip)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(source)], check=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        timeout=600,
+    )
     assert (target / "seg" / "conf" / "model" / "net" / "deeplabv3.yaml").is_file()
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}
-    shown = subprocess.run([sys.executable, "-m", "seg.train", "--cfg", "job", "--resolve"], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    shown = subprocess.run(
+        [sys.executable, "-m", "seg.train", "--cfg", "job", "--resolve"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "seg.models.DeepLabV3" in shown.stdout
     run = subprocess.run(
-        [sys.executable, "-c", "import seg, sys; print(seg.__file__); sys.argv[0] = 'seg-train'; "
-         "from seg.train import main; main()", "data.prepare.num_train=8", "data.prepare.num_val=2",
-         "data.train_transform.crop_size=64", "data.prepare.size=64", "data.batch_size=4", "data.val_batch_size=2",
-         "data.num_workers=0", "trainer.max_steps=2", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
-         f"hydra.run.dir={work / 'run'}"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import seg, sys; print(seg.__file__); sys.argv[0] = 'seg-train'; from seg.train import main; main()",
+            "data.prepare.num_train=8",
+            "data.prepare.num_val=2",
+            "data.train_transform.crop_size=64",
+            "data.prepare.size=64",
+            "data.batch_size=4",
+            "data.val_batch_size=2",
+            "data.num_workers=0",
+            "trainer.max_steps=2",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+            f"hydra.run.dir={work / 'run'}",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines()[0].startswith(str(target))
     assert (work / "run" / "metrics.json").is_file() and (work / "run" / ".hydra" / "config.yaml").is_file()

@@ -14,13 +14,13 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
-from seg.checkpoint import load_model
 from seg.data.cityscapes import CITYSCAPES_PALETTE, LABEL_TO_TRAIN
 from seg.data.io import read_image
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.inference import InferenceConfig, infer
 from seg.predict import list_inputs, predict, train_to_label_ids
+from seg.runs.loaded import load_model
 from seg.viz import overlay
 from tests.helpers import compose_cfg, fake_run
 
@@ -109,12 +109,20 @@ def test_empty_folder_and_all_unreadable_are_one_line_errors(cfg_train, tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
-    command = [sys.executable, "-m", "seg.predict", f"ckpt_path={ckpt}", f"input={empty}", f"output={tmp_path / 'o'}",
-               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "seg.predict",
+        f"ckpt_path={ckpt}",
+        f"input={empty}",
+        f"output={tmp_path / 'o'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"error: input folder {empty} holds no images "
-                                                "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp, .ppm)"]  # fmt: skip
+    assert proc.stderr.strip().splitlines() == [
+        f"error: input folder {empty} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp, .ppm)"
+    ]
     assert torch.load(ckpt, weights_only=True)  # the checkpoint itself was fine
 
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-import seg.provenance as provenance
+import seg.runs.provenance as provenance
 
 
 def git(repo, *args: str) -> str:

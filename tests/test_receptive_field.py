@@ -17,7 +17,7 @@ from seg.analysis.receptive_field import (
     receptive_fields,
 )
 from seg.models import DeepLabV3, DilatedResNet
-from seg.models.context_module import ContextModule, ContextNet
+from seg.models.context_net import ContextModule, ContextNet
 
 
 def test_resnet18_fields_match_the_published_values():

@@ -17,12 +17,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from seg.atomic import write_json_atomic
-from seg.checkpoint import AtomicCheckpointIO
 from seg.models.backbones.resnet import DilatedResNet
-from seg.models.context_module import ContextModule
-from seg.models.weights import CheckpointError, safe_load
+from seg.models.context_net import ContextModule
+from seg.models.support.weights import CheckpointError, safe_load
+from seg.runs.checkpoint import AtomicCheckpointIO
 from seg.train import train, use_sync_batchnorm
+from seg.utils.atomic import write_json_atomic
 from tests.helpers import TINY, compose_cfg, labelled_val_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,9 +75,13 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, tiny_data_dir, wo
     batches the uninterrupted run had there (loader workers or not: the sampler position and per-sample augmentation
     seeds are in the checkpoint), draws the same dropout (RNG state in the checkpoint) and ends at the same step with
     bit-identical weights, metrics and best mIoU."""
-    keep = ["+callbacks.mid._target_=seg.callbacks.LastCheckpoint", f"+callbacks.mid.dirpath={tmp_path}",
-            "+callbacks.mid.every_n_train_steps=8", "+callbacks.mid.filename=mid.ckpt",
-            "+callbacks.mid.after_validation=false"]  # fmt: skip
+    keep = [
+        "+callbacks.mid._target_=seg.callbacks.LastCheckpoint",
+        f"+callbacks.mid.dirpath={tmp_path}",
+        "+callbacks.mid.every_n_train_steps=8",
+        "+callbacks.mid.filename=mid.ckpt",
+        "+callbacks.mid.after_validation=false",
+    ]
     run = ["trainer.max_epochs=2", f"data.num_workers={workers}"]
     train(tiny_cfg(tiny_data_dir, tmp_path / "full", *run, *keep, *_spy(tmp_path / "full.spy")))
     mid = safe_load(tmp_path / "mid.ckpt")
@@ -85,8 +89,9 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, tiny_data_dir, wo
     if workers == 0:  # with workers the loader's state is laid out per worker
         assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["_num_yielded"] == 2
 
-    resumed_cfg = tiny_cfg(tiny_data_dir, tmp_path / "resumed", *run, f"ckpt_path={tmp_path / 'mid.ckpt'}",
-                           *_spy(tmp_path / "resumed.spy"))  # fmt: skip
+    resumed_cfg = tiny_cfg(
+        tiny_data_dir, tmp_path / "resumed", *run, f"ckpt_path={tmp_path / 'mid.ckpt'}", *_spy(tmp_path / "resumed.spy")
+    )
     train(resumed_cfg)
     spy_full, spy = (torch.load(tmp_path / f"{r}.spy", weights_only=True) for r in ("full", "resumed"))
     # the resumed process starts where the checkpoint stopped: its weights (BatchNorm statistics included), the
@@ -116,8 +121,10 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, tiny_data_dir, wo
     assert full["mIoU"] < full["mIoU_best"]
     a, b = safe_load(tmp_path / "full/checkpoints/last.ckpt"), safe_load(tmp_path / "resumed/checkpoints/last.ckpt")
     assert _same_tensors(a["state_dict"], b["state_dict"])
-    assert all(_same_tensors(a["optimizer_states"][0]["state"][i], b["optimizer_states"][0]["state"][i])
-               for i in a["optimizer_states"][0]["state"])  # fmt: skip
+    assert all(
+        _same_tensors(a["optimizer_states"][0]["state"][i], b["optimizer_states"][0]["state"][i])
+        for i in a["optimizer_states"][0]["state"]
+    )
 
 
 def _global_step(ckpt: Path) -> int | None:
@@ -131,15 +138,22 @@ def _global_step(ckpt: Path) -> int | None:
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path, tiny_data_dir):
     """Real processes: ``python -m seg.train`` killed with SIGKILL mid-epoch, restarted from its last.ckpt."""
     # batch 2: 12 steps an epoch; last.ckpt every 5 steps, and after each validation
-    args = [sys.executable, "-m", "seg.train", *tiny_args(tiny_data_dir, batch_size=2), "trainer.max_epochs=3",
-            "callbacks.last_checkpoint.every_n_train_steps=5"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        *tiny_args(tiny_data_dir, batch_size=2),
+        "trainer.max_epochs=3",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+    ]
     run = {"cwd": ROOT, "capture_output": True, "text": True, "timeout": 600}
     full = subprocess.run([*args, f"hydra.run.dir={tmp_path / 'full'}"], **run)
     assert full.returncode == 0, full.stderr[-2000:]
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen([*args, f"hydra.run.dir={killed_dir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*args, f"hydra.run.dir={killed_dir}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt, step = killed_dir / "checkpoints" / "last.ckpt", None
     while proc.poll() is None:  # kill as soon as last.ckpt holds a mid-epoch state of the second epoch or later
         step = _global_step(ckpt) if ckpt.is_file() else None
@@ -207,7 +221,7 @@ def test_an_interrupted_metrics_write_leaves_the_previous_file(tmp_path, monkeyp
 
 WRITER = """
 import sys, time, torch
-from seg.checkpoint import AtomicCheckpointIO
+from seg.runs.checkpoint import AtomicCheckpointIO
 io, path, real_save = AtomicCheckpointIO(), sys.argv[1], torch.save
 io.save_checkpoint({"state_dict": {"w": torch.full((1_000_000,), 1.0)}, "global_step": 1}, path)
 
@@ -241,8 +255,13 @@ def test_sigkill_in_the_middle_of_a_checkpoint_write_leaves_the_previous_file(tm
 
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data_dir):
     """lr 1e6 blows the weights up within a few steps; a checkpoint is attempted after every step."""
-    cfg = tiny_cfg(tiny_data_dir, tmp_path, "trainer.max_epochs=2", "model.optimizer.lr=1e6",
-                   "callbacks.last_checkpoint.every_n_train_steps=1")  # fmt: skip
+    cfg = tiny_cfg(
+        tiny_data_dir,
+        tmp_path,
+        "trainer.max_epochs=2",
+        "model.optimizer.lr=1e6",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+    )
     with pytest.raises(FloatingPointError, match=r"at global step (\d+)") as err:
         train(cfg)
     failed_at = int(re.search(r"at global step (\d+)", str(err.value)).group(1))
@@ -256,11 +275,17 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 def test_the_checkpoint_writer_refuses_non_finite_weights_and_keeps_the_previous_file(tmp_path):
     """AtomicCheckpointIO alone (no loss anywhere): an Inf in a BatchNorm statistic is not written."""
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
-    good = {"net.bn1.weight": torch.ones(4), "net.bn1.running_var": torch.ones(4), "net.bn1.num_batches_tracked":
-            torch.tensor(3)}  # fmt: skip
+    good = {
+        "net.bn1.weight": torch.ones(4),
+        "net.bn1.running_var": torch.ones(4),
+        "net.bn1.num_batches_tracked": torch.tensor(3),
+    }
     io.save_checkpoint({"state_dict": good, "global_step": 4}, path)
-    bad = {**good, "net.bn1.running_var": torch.tensor([1.0, float("inf"), 1.0, 1.0]),
-           "net.bn1.weight": torch.tensor([1.0, float("nan"), 1.0, 1.0])}  # fmt: skip
+    bad = {
+        **good,
+        "net.bn1.running_var": torch.tensor([1.0, float("inf"), 1.0, 1.0]),
+        "net.bn1.weight": torch.tensor([1.0, float("nan"), 1.0, 1.0]),
+    }
     refused = r"the weights at global step 5 hold NaN or Inf \(net\.bn1\.weight and 1 more\); not writing .*last\.ckpt"
     with pytest.raises(FloatingPointError, match=refused):
         io.save_checkpoint({"state_dict": bad, "global_step": 5}, path)
@@ -272,14 +297,23 @@ def test_the_checkpoint_writer_refuses_non_finite_weights_and_keeps_the_previous
 def test_a_run_whose_batchnorm_statistics_turn_inf_stops_at_the_checkpoint_guard(tmp_path, tiny_data_dir):
     """A BatchNorm running_var set to +inf at the start of step 2: the loss stays finite (training normalises with the
     batch's statistics), so only the checkpoint writer's guard can stop the run, when it saves after that step."""
-    cfg = tiny_cfg(tiny_data_dir, tmp_path, "trainer.max_epochs=1", "callbacks.last_checkpoint.every_n_train_steps=1",
-                   *_spy(tmp_path / "run.spy"), "+callbacks.spy.poison_step=2")  # fmt: skip
+    cfg = tiny_cfg(
+        tiny_data_dir,
+        tmp_path,
+        "trainer.max_epochs=1",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        *_spy(tmp_path / "run.spy"),
+        "+callbacks.spy.poison_step=2",
+    )
     with pytest.raises(FloatingPointError) as err:
         train(cfg)
     message = str(err.value)
     assert "loss is" not in message  # not the loss guard
-    assert re.search(r"^training diverged: the weights at global step 3 hold NaN or Inf \(net\.\S+\.running_var\)"
-                     r"; not writing \S+last\.ckpt", message), message  # fmt: skip
+    assert re.search(
+        r"^training diverged: the weights at global step 3 hold NaN or Inf \(net\.\S+\.running_var\)"
+        r"; not writing \S+last\.ckpt",
+        message,
+    ), message
     spy = torch.load(tmp_path / "run.spy", weights_only=True)
     assert sorted(spy["batches"]) == [0, 1, 2]  # it stopped right after the poisoned step
     ckpt = safe_load(tmp_path / "checkpoints" / "last.ckpt")
@@ -303,9 +337,18 @@ def test_two_process_ddp_on_the_cpu_trains_and_validates(tmp_path, tiny_data_dir
     """``trainer=ddp`` on 2 CPU processes (gloo), SyncBatchNorm requested: each process trains on half of every epoch,
     validation covers the 5 val images exactly once, the run folder is complete."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "seg.train", *tiny_args(tiny_data_dir), "trainer=ddp", "trainer.accelerator=cpu",
-           "trainer.devices=2", "trainer.sync_batchnorm=true", "trainer.max_epochs=2",
-           f"hydra.run.dir={out}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        *tiny_args(tiny_data_dir),
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.sync_batchnorm=true",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={out}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sync_batchnorm=true ignored" in proc.stdout + proc.stderr  # a log line: Hydra logs to stdout
@@ -323,9 +366,20 @@ def test_context_module_two_stage_schedule_under_ddp_with_the_documented_strateg
     """The command the README gives for the context model under DDP: the module's parameters get no gradient while
     the front end trains alone, which plain ``ddp`` refuses; ``ddp_find_unused_parameters_true`` trains both stages."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "seg.train", *tiny_args(tiny_data_dir), "model=context", "model.net.front_end_steps=2",
-           "trainer=ddp", "trainer.strategy=ddp_find_unused_parameters_true", "trainer.accelerator=cpu",
-           "trainer.devices=2", "trainer.max_epochs=2", f"hydra.run.dir={out}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        *tiny_args(tiny_data_dir),
+        "model=context",
+        "model.net.front_end_steps=2",
+        "trainer=ddp",
+        "trainer.strategy=ddp_find_unused_parameters_true",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={out}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = safe_load(out / "checkpoints" / "last.ckpt")["state_dict"]
@@ -373,7 +427,7 @@ def test_a_pickle_payload_is_refused_without_running_it(tmp_path):
 def test_glibc_keeps_freed_memory_unless_turned_off(monkeypatch):
     import platform
 
-    from seg.malloc import keep_freed_memory
+    from seg.utils.malloc import keep_freed_memory
 
     monkeypatch.setenv("SEG_MALLOC_TUNING", "0")
     assert keep_freed_memory() is False

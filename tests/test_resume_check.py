@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from seg.models.weights import CheckpointError
-from seg.resume_check import changed_settings, check_resume_config
+from seg.models.support.weights import CheckpointError
+from seg.runs.resume import changed_settings, check_resume_config
 from seg.train import train
 from tests.helpers import compose_cfg, fake_run
 
@@ -19,8 +19,17 @@ def test_changed_settings_names_what_shapes_training_and_nothing_else():
     # the precision set, not the machine's default: bf16-mixed is already the default on a CPU with AMX
     base = ["data.batch_size=8", "data.root=/data/a", "data.num_workers=2", "trainer.precision=32-true"]
     before = compose_cfg(base)
-    now = compose_cfg(["data.batch_size=4", "data.root=/elsewhere", "data.num_workers=0", "model.optimizer.lr=0.02",
-                       "seed=7", "trainer.precision=bf16-mixed", "data.val_batch_size=1"])  # fmt: skip
+    now = compose_cfg(
+        [
+            "data.batch_size=4",
+            "data.root=/elsewhere",
+            "data.num_workers=0",
+            "model.optimizer.lr=0.02",
+            "seed=7",
+            "trainer.precision=bf16-mixed",
+            "data.val_batch_size=1",
+        ]
+    )
     changes = changed_settings(before, now)
     assert changes == {
         "data.batch_size": (8, 4),
@@ -36,8 +45,11 @@ def test_another_backbone_is_refused_naming_the_file(tmp_path, cfg_train):
     other = cfg_train.copy()
     with open_dict(other):
         other.model.net.backbone = "resnet34"
-    with pytest.raises(CheckpointError, match=r"last\.ckpt: its run trained model\.net\.backbone=resnet18, this run "
-                       r"resnet34: a resume continues the same network; start a new run .* init_from="):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.ckpt: its run trained model\.net\.backbone=resnet18, this run "
+        r"resnet34: a resume continues the same network; start a new run .* init_from=",
+    ):
         check_resume_config(other, ckpt)
 
 
@@ -52,9 +64,9 @@ def test_a_resume_with_another_batch_size_warns_naming_it(tmp_path, cfg_train, c
         resumed.paths.output_dir = str(tmp_path / "resumed")
         resumed.data.batch_size = 2
         resumed.trainer.max_epochs = 2
-    with caplog.at_level(logging.WARNING, logger="seg.resume_check"):
+    with caplog.at_level(logging.WARNING, logger="seg.runs.resume"):
         train(resumed)  # goes on: a changed batch size can train, just not exactly as before
-    warnings = [r.getMessage() for r in caplog.records if r.name == "seg.resume_check"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "seg.runs.resume"]
     assert len(warnings) == 1, warnings
     assert "under changed settings: data.batch_size 4 -> 2, trainer.max_epochs 1 -> 2." in warnings[0]
     assert "not an exact resume" in warnings[0]

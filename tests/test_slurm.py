@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from seg.analysis.sweep import find_runs, slurm_state
-from seg.models.weights import safe_load
+from seg.models.support.weights import safe_load
 from tests.helpers import TINY, labelled_val_pixels
 
 pytestmark = pytest.mark.slow
@@ -55,10 +55,19 @@ def cluster():
 
 
 def _tiny(data_dir: Path, epochs: int) -> list[str]:
-    return [f"data.root={data_dir}", *(f"data.prepare.{k}={v}" for k, v in TINY.items()),
-            "data.train_transform.crop_size=64", "data.batch_size=4", "data.val_batch_size=5",
-            "data.num_workers=0", f"trainer.max_epochs={epochs}", "trainer.precision=32-true",
-            "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "~logger.tensorboard"]  # fmt: skip
+    return [
+        f"data.root={data_dir}",
+        *(f"data.prepare.{k}={v}" for k, v in TINY.items()),
+        "data.train_transform.crop_size=64",
+        "data.batch_size=4",
+        "data.val_batch_size=5",
+        "data.num_workers=0",
+        f"trainer.max_epochs={epochs}",
+        "trainer.precision=32-true",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        "~logger.tensorboard",
+    ]
 
 
 def _train(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -97,9 +106,16 @@ def test_two_configurations_through_the_scheduler(cluster, tmp_path, tiny_data_d
 
 def test_ddp_ranks_from_srun_validate_like_one_process(cluster, tmp_path, tiny_data_dir):
     sweep = tmp_path / "ddp"
-    proc = _train(*_tiny(tiny_data_dir, 2), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                  "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "seed=3",
-                  f"hydra.sweep.dir={sweep}")  # fmt: skip
+    proc = _train(
+        *_tiny(tiny_data_dir, 2),
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.cpus_per_task=1",
+        "seed=3",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = sweep / "0"
     log = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
@@ -107,8 +123,16 @@ def test_ddp_ranks_from_srun_validate_like_one_process(cluster, tmp_path, tiny_d
     trained = json.loads((run / "metrics.json").read_text())
     assert trained["global_step"] == 2 * 24 // (2 * 4)  # each rank half of every epoch
     out = tmp_path / "evaluate"
-    cmd = [sys.executable, "-m", "seg.evaluate", f"ckpt_path={run}/checkpoints/last.ckpt", "batch_size=1",
-           "inference.precision=32", "trainer.enable_progress_bar=false", f"hydra.run.dir={out}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.evaluate",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "batch_size=1",
+        "inference.precision=32",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
+    ]
     evaluated = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     single = json.loads((out / "metrics.json").read_text())
@@ -120,8 +144,16 @@ def test_ddp_ranks_from_srun_validate_like_one_process(cluster, tmp_path, tiny_d
 def test_a_cancelled_job_is_reported_and_resumes_from_its_last_checkpoint(cluster, tmp_path, tiny_data_dir):
     sweep = tmp_path / "cancel"
     # two identical jobs: the second is the uninterrupted run the resumed first one must match
-    cmd = [sys.executable, "-m", "seg.train", "-m", *LOCAL, *_tiny(tiny_data_dir, 40), "seed=1,1",
-           f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        "-m",
+        *LOCAL,
+        *_tiny(tiny_data_dir, 40),
+        "seed=1,1",
+        f"hydra.sweep.dir={sweep}",
+    ]
     launcher = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = sweep / "0"
     deadline = time.time() + 300
@@ -145,8 +177,9 @@ def test_a_cancelled_job_is_reported_and_resumes_from_its_last_checkpoint(cluste
     assert 0 < stopped_at < 40 * 24 // 4
 
     resumed = tmp_path / "resumed"
-    proc = _train(*_tiny(tiny_data_dir, 40), "seed=1", f"ckpt_path={first}/checkpoints/last.ckpt",
-                  f"hydra.sweep.dir={resumed}")  # fmt: skip
+    proc = _train(
+        *_tiny(tiny_data_dir, 40), "seed=1", f"ckpt_path={first}/checkpoints/last.ckpt", f"hydra.sweep.dir={resumed}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run] = find_runs(resumed)
     assert run.status == "ok" and run.metrics["global_step"] == 40 * 24 // 4

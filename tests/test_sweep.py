@@ -16,7 +16,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from seg.analysis.sweep import aggregate, find_runs, main, plot, provenance_warnings, report, swept_keys
-from seg.machine import cpu_flags, cpu_model
+from seg.utils.machine import cpu_flags, cpu_model
 from tests.helpers import TINY, compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +28,14 @@ def make_run(sweep: Path, name: str, overrides: list[str], miou: float | None = 
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if miou is not None:
-        metrics = {"mIoU": miou, "mIoU_best": miou + 0.01, "pixel_acc": 0.9, "global_step": 250,
-                   "train_wall_s": 100.0 * (1 + miou), "per_class_iou": {"background": 0.9, "disk": miou}}  # fmt: skip
+        metrics = {
+            "mIoU": miou,
+            "mIoU_best": miou + 0.01,
+            "pixel_acc": 0.9,
+            "global_step": 250,
+            "train_wall_s": 100.0 * (1 + miou),
+            "per_class_iou": {"background": 0.9, "disk": miou},
+        }
         (run / "metrics.json").write_text(json.dumps(metrics))
     if status is not None:
         (run / "job_status.json").write_text(json.dumps(status))
@@ -51,8 +57,13 @@ def sweep(tmp_path) -> Path:
 def test_report_sorts_by_miou_and_lists_failures(sweep):
     runs = report(sweep)
     assert [(r.name, r.status) for r in runs] == [
-        ("1", "ok"), ("2", "ok"), ("0", "ok"), ("3", "failed"), ("10", "unfinished"), ("11", "unfinished")
-    ]  # fmt: skip
+        ("1", "ok"),
+        ("2", "ok"),
+        ("0", "ok"),
+        ("3", "failed"),
+        ("10", "unfinished"),
+        ("11", "unfinished"),
+    ]
     assert "ValueError: os 7" in runs[3].note and "pid 42" in runs[4].note
     with (sweep / "sweep_report.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -94,8 +105,13 @@ def seeded(tmp_path) -> Path:
 def test_slurm_jobs_get_the_schedulers_state(tmp_path, monkeypatch):
     """A cancelled SLURM job's note carries sacct's state; a stand-in sacct answers only for the job asked."""
     fixed = "+experiment=dilation_sweep"
-    make_run(tmp_path / "s", "0", [fixed, "seed=1"], None,
-             {"status": "failed", "error": "SIGTERM after 17.0 s: cancelled", "slurm_job_id": "7_0"})  # fmt: skip
+    make_run(
+        tmp_path / "s",
+        "0",
+        [fixed, "seed=1"],
+        None,
+        {"status": "failed", "error": "SIGTERM after 17.0 s: cancelled", "slurm_job_id": "7_0"},
+    )
     make_run(tmp_path / "s", "1", [fixed, "seed=2"], None, {"status": "running", "pid": 9, "slurm_job_id": "7_1"})
     make_run(tmp_path / "s", "2", [fixed, "seed=3"], 0.5, {"status": "completed", "slurm_job_id": "7_2"})
     bin_dir = tmp_path / "bin"
@@ -165,9 +181,18 @@ def test_report_over_seeds_writes_the_table_per_configuration(seeded, capsys):
     with (seeded / "sweep_report_configs.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [
-        "model.net.output_stride", "n", "n_failed", "miou_mean", "miou_std", "miou_min", "miou_max",
-        "miou_best_mean", "miou_best_std", "train_wall_s_mean", "train_wall_s_std",
-    ]  # fmt: skip
+        "model.net.output_stride",
+        "n",
+        "n_failed",
+        "miou_mean",
+        "miou_std",
+        "miou_min",
+        "miou_max",
+        "miou_best_mean",
+        "miou_best_std",
+        "train_wall_s_mean",
+        "train_wall_s_std",
+    ]
     assert [(r["model.net.output_stride"], r["n"], r["n_failed"]) for r in rows] == [("8", "2", "1"), ("16", "3", "0")]
     assert float(rows[1]["miou_mean"]) == pytest.approx(0.42) and float(rows[1]["miou_std"]) == pytest.approx(0.02)
     assert float(rows[0]["miou_std"]) == pytest.approx(0.0424264, abs=1e-7)
@@ -218,8 +243,10 @@ def test_plot_over_seeds_with_categorical_configurations(tmp_path):
     runs = find_runs(root)
     ax, _ = plot(runs, swept_keys(runs)).axes
     assert [p.get_height() for p in ax.patches] == pytest.approx([0.65, 0.4])
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["model/dilation=os8\nmulti_grid=[1,2]\n(n=2)",
-                                                            "model/dilation=os16\nmulti_grid=null\n(n=2)"]  # fmt: skip
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "model/dilation=os8\nmulti_grid=[1,2]\n(n=2)",
+        "model/dilation=os16\nmulti_grid=null\n(n=2)",
+    ]
 
 
 def test_report_without_varying_seed_has_no_table_per_configuration(tmp_path):
@@ -292,8 +319,15 @@ def _tiny(data_dir: Path) -> list[str]:
 def test_real_multirun_with_a_failing_job(tmp_path, tiny_data_dir):
     """A basic-sweeper multirun where one job fails: the report shows the run that trained and the one that failed."""
     sweep = tmp_path / "multirun"
-    cmd = [sys.executable, "-m", "seg.train", "-m", f"hydra.sweep.dir={sweep}", "model.net.output_stride=16,7",
-           *_tiny(tiny_data_dir)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "model.net.output_stride=16,7",
+        *_tiny(tiny_data_dir),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0  # Hydra re-raises the failed job's error once the batch has run
     # ... and it is job 1's own error, with the value it refused, as the one line a bad input ends with
@@ -327,21 +361,39 @@ def test_real_multirun_with_a_failing_job(tmp_path, tiny_data_dir):
 def test_real_optuna_sweep_in_memory(tmp_path, tiny_data_dir):
     """+hparams_search=optuna runs trials with list-valued choices and writes its best parameters."""
     sweep = tmp_path / "optuna"
-    cmd = [sys.executable, "-m", "seg.train", "+hparams_search=optuna", "hydra.sweeper.n_trials=2",
-           f"hydra.sweep.dir={sweep}", *_tiny(tiny_data_dir)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        "+hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        *_tiny(tiny_data_dir),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"model.net.output_stride", "model.net.multi_grid", "model.net.aspp_rates",
-                                        "model.optimizer.lr"}  # fmt: skip
+    assert set(best["best_params"]) == {
+        "model.net.output_stride",
+        "model.net.multi_grid",
+        "model.net.aspp_rates",
+        "model.optimizer.lr",
+    }
     runs = report(sweep)
     assert [r.status for r in runs] == ["ok", "ok"]
     assert max(r.miou for r in runs) == pytest.approx(best["best_value"])  # val/mIoU_best of the best trial
 
 
 def _optuna(sweep: Path, data_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "seg.train", "+hparams_search=optuna", f"hydra.sweep.dir={sweep}", *_tiny(data_dir),
-           *overrides]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        "+hparams_search=optuna",
+        f"hydra.sweep.dir={sweep}",
+        *_tiny(data_dir),
+        *overrides,
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -354,8 +406,14 @@ def test_optuna_trial_without_objective_is_recorded_as_failed_and_the_study_goes
         "# @package _global_\nhydra:\n  sweeper:\n    params:\n      trainer.limit_val_batches: choice(0, 1.0)\n"
     )
     sweep = tmp_path / "optuna"
-    proc = _optuna(sweep, tiny_data_dir, f"hydra.searchpath=[file://{conf.parent}]", "+nan_trial=limit_val",
-                   "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=1.0")  # fmt: skip
+    proc = _optuna(
+        sweep,
+        tiny_data_dir,
+        f"hydra.searchpath=[file://{conf.parent}]",
+        "+nan_trial=limit_val",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=1.0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = {r.name: r for r in report(sweep)}
     assert len(runs) == 3
@@ -440,3 +498,33 @@ def test_report_shows_commit_and_machine_and_warns_when_runs_mix_them(tmp_path, 
     _provenance(root / "1", "b" * 40, "AMD EPYC", "32-true")
     _provenance(root / "2", "a" * 40, "AMD EPYC", "32-true")
     assert provenance_warnings(find_runs(root)) == ["the runs mix 2 commits (aaaaaaa: 0, 2; bbbbbbb: 1)"]
+
+
+def test_runs_of_two_sweeps_line_up_by_what_they_ran(tmp_path):
+    """An equal-steps sweep left trainer.max_steps and model/net at their config's values; an equal-time sweep set
+    them: the first's runs get those values from their run folders (config.yaml, hydra.yaml's choices), so the two
+    line up as four configurations, and a run folder that says nothing keeps the key unset."""
+    root = tmp_path / "study"
+    for i, (dilation, seed) in enumerate([("os32", 1), ("os32", 2), ("os16", 1), ("os16", 2)]):
+        make_run(root / "equal_steps", str(i), [f"model/dilation={dilation}", f"seed={seed}"], 0.5 + 0.01 * i)
+        run = root / "equal_steps" / str(i) / ".hydra"
+        (run / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 300}, "seed": seed}))
+        choices = {"model/dilation": dilation, "model/net": "deeplabv3"}
+        (run / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    for i, seed in enumerate([1, 2]):
+        overrides = ["model/dilation=os32", "model/net=deeplabv3plus", f"seed={seed}", "trainer.max_steps=216"]
+        make_run(root / "equal_time", str(i), overrides, 0.6)
+    make_run(root / "bare", "0", ["model/dilation=os8", "seed=1"], 0.4)  # no config.yaml, no hydra.yaml
+    runs = {r.name: r for r in find_runs(root)}
+    assert runs["equal_steps/0"].overrides == {
+        "model/dilation": "os32",
+        "seed": "1",
+        "model/net": "deeplabv3",
+        "trainer.max_steps": "300",
+    }
+    assert runs["equal_time/1"].overrides["trainer.max_steps"] == "216"
+    assert "trainer.max_steps" not in runs["bare/0"].overrides
+    summaries = aggregate(list(runs.values()), ["model/dilation", "model/net", "trainer.max_steps"])
+    configs = {tuple(s.values.values()): s.n for s in summaries}
+    assert configs[("os32", "deeplabv3", "300")] == 2 and configs[("os32", "deeplabv3plus", "216")] == 2
+    assert configs[("os16", "deeplabv3", "300")] == 2

@@ -37,8 +37,9 @@ def test_sweep_knobs_have_short_override_paths():
     cfg = compose_cfg(["model.net.output_stride=16", "model.net.multi_grid=[1,2]", "model.net.aspp_rates=[6,12,18]"])
     model = instantiate(cfg.model)
     assert model.net.backbone.output_stride == 16
-    assert [m.dilation[0] for m in model.net.backbone.layer4.modules() if getattr(m, "kernel_size", None) == (3, 3)] \
-        == [2, 2, 4, 4]  # fmt: skip
+    assert [
+        m.dilation[0] for m in model.net.backbone.layer4.modules() if getattr(m, "kernel_size", None) == (3, 3)
+    ] == [2, 2, 4, 4]
 
 
 def test_tiny_fit_writes_checkpoints_and_metrics(cfg_train, tmp_path):
@@ -121,8 +122,10 @@ def test_metrics_come_from_a_validation_of_the_final_weights(cfg_train, tmp_path
     else:
         assert report["global_step"] == overrides.get("trainer.max_steps", 3)
     assert math.isfinite(report["mIoU_best"]) and report["mIoU_best"] >= report["mIoU"] and score == report["mIoU_best"]
-    eval_cfg = compose_cfg([f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
-                            "trainer.enable_progress_bar=false"], config_name="evaluate")  # fmt: skip
+    eval_cfg = compose_cfg(
+        [f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", "trainer.enable_progress_bar=false"],
+        config_name="evaluate",
+    )
     with open_dict(eval_cfg):
         eval_cfg.paths.output_dir = str(tmp_path / "eval")
         del eval_cfg.hydra
@@ -170,11 +173,23 @@ def test_train_returns_the_best_validation_miou_not_the_last(cfg_train, tmp_path
 def test_the_run_folders_log_holds_lightnings_lines_and_the_result(tmp_path, tiny_data_dir):
     """``train.log`` in the run folder keeps what the console showed: Lightning's device and stop lines and seg's
     result line, not only an empty file."""
-    cmd = [sys.executable, "-m", "seg.train", f"data.root={tiny_data_dir}",
-           *(f"data.prepare.{k}={v}" for k, v in TINY.items()), "data.train_transform.crop_size=64",
-           "data.batch_size=4", "data.val_batch_size=5", "data.num_workers=0", "trainer.max_steps=2",
-           "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "print_config=false",
-           f"hydra.run.dir={tmp_path}", f"paths.log_dir={tmp_path}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg.train",
+        f"data.root={tiny_data_dir}",
+        *(f"data.prepare.{k}={v}" for k, v in TINY.items()),
+        "data.train_transform.crop_size=64",
+        "data.batch_size=4",
+        "data.val_batch_size=5",
+        "data.num_workers=0",
+        "trainer.max_steps=2",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+        "print_config=false",
+        f"hydra.run.dir={tmp_path}",
+        f"paths.log_dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = (tmp_path / "train.log").read_text()

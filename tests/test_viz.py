@@ -13,11 +13,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.callbacks.image_logger import ValidationImageLogger, fixed_indices
-from seg.checkpoint import load_model
 from seg.data.synthetic import SyntheticShapes
 from seg.data.transforms import val_transforms
 from seg.data.voc import voc_colormap
 from seg.inference import InferenceConfig, infer
+from seg.runs.loaded import load_model
 from seg.train import train
 from seg.viz import (
     CORRECT_COLOUR,
@@ -88,8 +88,14 @@ def test_sample_grid_shows_four_panels_per_sample_and_a_legend_of_the_classes_sh
     assert (axes[7].get_images()[0].get_array() != np.array(WRONG_COLOUR, np.uint8)).any(axis=-1).all()
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == [
-        "background", "square", "triangle", "void (255)", "errors: wrong", "errors: correct", "errors: void"
-    ]  # fmt: skip
+        "background",
+        "square",
+        "triangle",
+        "void (255)",
+        "errors: wrong",
+        "errors: correct",
+        "errors: void",
+    ]
 
 
 def test_per_class_iou_bars_have_the_values_and_mark_absent_classes():

@@ -325,7 +325,7 @@ def _net_from_config(overrides: Sequence[str]) -> nn.Module:
     """``model.net`` of the composed train config (the same config ``python -m seg.train`` would use)."""
     from hydra.utils import instantiate
 
-    from seg.hydra_utils import compose_config
+    from seg.utils.compose import compose_config
 
     return instantiate(compose_config(list(overrides)).model.net)
 

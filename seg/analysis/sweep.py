@@ -42,9 +42,9 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from seg.analysis.paired import PairedDifference, paired_difference
+from seg.analysis.paired import PairedDifference, paired_difference, t95
 from seg.callbacks.job_status import STATUS_FILE
-from seg.provenance import read_provenance
+from seg.runs.provenance import read_provenance
 
 METRICS = ("mIoU", "mIoU_best", "pixel_acc", "mean_acc", "fw_iou", "global_step", "epoch", "train_wall_s")
 REPORT = "sweep_report"
@@ -166,7 +166,8 @@ def _load_run(path: Path, name: str, overrides: dict[str, str], metrics: dict | 
 
 
 def find_runs(sweep_dir: Path) -> list[Run]:
-    """Every folder under `sweep_dir` holding .hydra/overrides.yaml, in natural (job number) order."""
+    """Every folder under `sweep_dir` holding .hydra/overrides.yaml, in natural (job number) order; a key that some
+    runs set and others did not is filled in from the others' run folders (:func:`fill_unset_keys`)."""
     folders = [p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")]
     folders = [f for f in folders if ".submitit" not in f.parts]
 
@@ -174,7 +175,9 @@ def find_runs(sweep_dir: Path) -> list[Run]:
         rel = folder.relative_to(sweep_dir).as_posix()
         return [int(t) if t.isdigit() else t for t in rel.split("/")]
 
-    return [load_run(f, f.relative_to(sweep_dir).as_posix() or ".") for f in sorted(folders, key=key)]
+    runs = [load_run(f, f.relative_to(sweep_dir).as_posix() or ".") for f in sorted(folders, key=key)]
+    fill_unset_keys(runs)
+    return runs
 
 
 PROVENANCE_COLUMNS = ("commit", "machine", "precision")
@@ -198,6 +201,42 @@ def provenance_warnings(runs: Sequence[Run]) -> list[str]:
             parts = "; ".join(f"{value}: {', '.join(names)}" for value, names in groups.items())
             lines.append(f"the runs mix {len(groups)} {column}s ({parts})")
     return lines
+
+
+def run_value(path: Path, key: str) -> str | None:
+    """What a run had for an override key its command line did not set: a config group's choice
+    (``model/net``) from ``.hydra/hydra.yaml``, a config value (``trainer.max_steps``) from ``.hydra/config.yaml``;
+    None where the run folder does not say."""
+    if "/" in key:
+        hydra_cfg = _read_yaml(path / ".hydra" / "hydra.yaml") or {}
+        choice = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get(key)
+        return None if choice is None else str(choice)
+    node = _read_yaml(path / ".hydra" / "config.yaml")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, (dict, list)) else str(node)
+
+
+def _read_yaml(path: Path) -> dict | None:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def fill_unset_keys(runs: Sequence[Run]) -> None:
+    """Where some runs set a key on the command line and others left it at their config's value, give those the
+    value from their run folder (:func:`run_value`), so that runs from two sweeps line up by what they ran
+    (``trainer.max_steps=216`` beside the 300 a sweep's default gave)."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
+    for key in keys:
+        for run in runs:
+            if key not in run.overrides:
+                value = run_value(run.path, key)
+                if value is not None:
+                    run.overrides[key] = value
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:
@@ -268,9 +307,20 @@ def _summarize(values: dict[str, str], runs: list[Run]) -> ConfigSummary:
         values_ = [v for v in (r.split_miou(split) for r in ok) if not math.isnan(v)]
         splits[split] = (_mean(values_), _std(values_))
     return ConfigSummary(
-        values, len(ok), len(runs) - len(ok), _mean(miou), _std(miou), min(miou, default=math.nan),
-        max(miou, default=math.nan), _mean(best), _std(best), _mean(wall), _std(wall), runs, splits,
-    )  # fmt: skip
+        values,
+        len(ok),
+        len(runs) - len(ok),
+        _mean(miou),
+        _std(miou),
+        min(miou, default=math.nan),
+        max(miou, default=math.nan),
+        _mean(best),
+        _std(best),
+        _mean(wall),
+        _std(wall),
+        runs,
+        splits,
+    )
 
 
 def summary_splits(summaries: Sequence[ConfigSummary]) -> list[str]:
@@ -322,8 +372,18 @@ def to_markdown(runs: Sequence[Run], keys: Sequence[str]) -> str:
     splits = extra_splits(runs)
     # commit, machine, precision: when any run has provenance.json (older sweeps have none)
     origin = list(PROVENANCE_COLUMNS) if any(r.provenance is not None for r in runs) else []
-    header = ["run", *keys, "mIoU", *(f"{s} mIoU" for s in splits), "best mIoU", "pixel acc", "steps",
-              "train wall (s)", *origin, "status"]  # fmt: skip
+    header = [
+        "run",
+        *keys,
+        "mIoU",
+        *(f"{s} mIoU" for s in splits),
+        "best mIoU",
+        "pixel acc",
+        "steps",
+        "train wall (s)",
+        *origin,
+        "status",
+    ]
     numbers = "---:|" * (5 + len(splits))
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * len(keys) + numbers + "---|" * (1 + len(origin))]
     for r in runs:
@@ -348,8 +408,17 @@ def _fmt_pm(mean: float, std: float, digits: int = 4) -> str:
 def configs_to_markdown(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> str:
     """The table per configuration, over seeds: seeds, mean ± std of mIoU (final, best) and wall time, min, max."""
     splits = summary_splits(summaries)
-    header = [*keys, "seeds", "failed", "mIoU", *(f"{split} mIoU" for split in splits), "best mIoU", "min mIoU",
-              "max mIoU", "train wall (s)"]  # fmt: skip
+    header = [
+        *keys,
+        "seeds",
+        "failed",
+        "mIoU",
+        *(f"{split} mIoU" for split in splits),
+        "best mIoU",
+        "min mIoU",
+        "max mIoU",
+        "train wall (s)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---:|" * (7 + len(splits))]
     for s in summaries:
         cells = [*(s.values[k] for k in keys), str(s.n), str(s.n_failed), _fmt_pm(s.miou_mean, s.miou_std)]
@@ -428,8 +497,18 @@ def write_paired_csv(rows: Sequence[tuple[str, str, str, PairedDifference]], pat
             writer.writerow([a, b, split, d.n, *numbers, d.positive, d.negative, d.reading])
 
 
-CONFIG_COLUMNS = ("n", "n_failed", "miou_mean", "miou_std", "miou_min", "miou_max", "miou_best_mean",
-                  "miou_best_std", "train_wall_s_mean", "train_wall_s_std")  # fmt: skip
+CONFIG_COLUMNS = (
+    "n",
+    "n_failed",
+    "miou_mean",
+    "miou_std",
+    "miou_min",
+    "miou_max",
+    "miou_best_mean",
+    "miou_best_std",
+    "train_wall_s_mean",
+    "train_wall_s_std",
+)
 
 
 def write_configs_csv(summaries: Sequence[ConfigSummary], keys: Sequence[str], path: Path) -> None:
@@ -505,8 +584,13 @@ def plot(runs: Sequence[Run], keys: Sequence[str]) -> Figure:
     timed = [r for r in runs if r.status == "ok" and isinstance(r.metrics.get("train_wall_s"), int | float)]
     for r in timed:
         ax_t.plot(r.metrics["train_wall_s"], r.miou, "o")
-        ax_t.annotate(_label(r, keys).replace("\n", ", "), (r.metrics["train_wall_s"], r.miou), fontsize=7,
-                      xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax_t.annotate(
+            _label(r, keys).replace("\n", ", "),
+            (r.metrics["train_wall_s"], r.miou),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax_t.margins(x=0.25, y=0.15)
     ax_t.set_xlabel("training wall time (s)")
     ax_t.set_ylabel("val mIoU")
@@ -519,27 +603,46 @@ def _or0(value: float) -> float:
     return 0.0 if math.isnan(value) else value
 
 
+def _ci(std: float, n: int) -> float:
+    """Half-width of the 95% interval of a mean over ``n`` seeds (t over seeds); 0 where there is none."""
+    return 0.0 if n < 2 or math.isnan(std) else t95(n - 1) * std / math.sqrt(n)
+
+
 def _seed_dots(ax, x: float, summary: ConfigSummary, first: bool) -> None:
     mious = summary.seed_mious
     ax.plot([x] * len(mious), mious, "k.", ms=6, zorder=3, label="one seed" if first else None)
 
 
 def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Figure:
-    """Per configuration over seeds: mean final mIoU ± std with each seed as a black dot (left; points over a single
-    numeric key, else bars), and mean mIoU against mean training wall time, std error bars both ways (right)."""
+    """Per configuration over seeds: mean final mIoU with the 95% interval of the mean (t over seeds) and each seed
+    as a black dot (left; points over a single numeric key, else bars), and mean mIoU against mean training wall
+    time, 95% intervals both ways (right). Val is filled, each extra split (a held-out sequence) hollow."""
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax, ax_t = fig.subplots(1, 2, width_ratios=[3, 2])
     numeric = len(keys) == 1 and all(_number(s.values[keys[0]]) is not None for s in summaries)
     if numeric:
         pts = sorted(((_number(s.values[keys[0]]), s) for s in summaries), key=lambda t: t[0])
         done = [(x, s) for x, s in pts if s.n]
-        ax.errorbar([x for x, _ in done], [s.miou_mean for _, s in done], yerr=[_or0(s.miou_std) for _, s in done],
-                    fmt="o-", capsize=4, label="mIoU (final), mean ± std")  # fmt: skip
+        ax.errorbar(
+            [x for x, _ in done],
+            [s.miou_mean for _, s in done],
+            yerr=[_ci(s.miou_std, s.n) for _, s in done],
+            fmt="o-",
+            capsize=4,
+            label="mIoU (final), mean, 95% interval",
+        )
         ax.plot([x for x, _ in done], [s.miou_best_mean for _, s in done], "s--", label="best (mean)")
         for split in summary_splits([s for _, s in done]):
             stats = [s.splits.get(split, (math.nan, math.nan)) for _, s in done]
-            ax.errorbar([x for x, _ in done], [m for m, _ in stats], yerr=[_or0(d) for _, d in stats], fmt="o:",
-                        mfc="none", capsize=4, label=f"{split} mIoU, mean ± std")  # fmt: skip
+            ax.errorbar(
+                [x for x, _ in done],
+                [m for m, _ in stats],
+                yerr=[_ci(d, s.n) for (_, d), (_, s) in zip(stats, done, strict=True)],
+                fmt="o:",
+                mfc="none",
+                capsize=4,
+                label=f"{split} mIoU, mean, 95% interval",
+            )
         for i, (x, s) in enumerate(done):
             _seed_dots(ax, x, s, i == 0)
         for x, s in pts:
@@ -551,17 +654,31 @@ def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Fig
     else:
         xs = range(len(summaries))
         means = [_or0(s.miou_mean) for s in summaries]
-        ax.bar(xs, means, yerr=[_or0(s.miou_std) for s in summaries], capsize=4, color="tab:blue",
-               label="mIoU (final), mean ± std")  # fmt: skip
+        ax.bar(
+            xs,
+            means,
+            yerr=[_ci(s.miou_std, s.n) for s in summaries],
+            capsize=4,
+            color="tab:blue",
+            label="mIoU (final), mean, 95% interval",
+        )
         ax.plot(xs, [s.miou_best_mean for s in summaries], "k_", ms=20, mew=2, label="best mIoU (mean)")
         for split in summary_splits(summaries):
             stats = [s.splits.get(split, (math.nan, math.nan)) for s in summaries]
-            ax.errorbar(list(xs), [m for m, _ in stats], yerr=[_or0(d) for _, d in stats], fmt="o", mfc="none",
-                        color="tab:orange", capsize=4, label=f"{split} mIoU, mean ± std")  # fmt: skip
+            ax.errorbar(
+                list(xs),
+                [m for m, _ in stats],
+                yerr=[_ci(d, s.n) for (_, d), s in zip(stats, summaries, strict=True)],
+                fmt="o",
+                mfc="none",
+                color="tab:orange",
+                capsize=4,
+                label=f"{split} mIoU, mean, 95% interval",
+            )
         for x, s in zip(xs, summaries, strict=True):
             _seed_dots(ax, x, s, x == 0)
             if s.n:
-                top = max([s.miou_mean + _or0(s.miou_std), *s.seed_mious])
+                top = max([s.miou_mean + _ci(s.miou_std, s.n), *s.seed_mious])
                 ax.annotate(f"{s.miou_mean:.3f}", (x, top + 0.01), ha="center", va="bottom", fontsize=8)
             if s.n_failed:
                 ax.annotate(f"{s.n_failed} failed", (x, 0.05), ha="center", va="bottom", color="red", rotation=90)
@@ -575,16 +692,29 @@ def plot_configs(summaries: Sequence[ConfigSummary], keys: Sequence[str]) -> Fig
     ax.set_title("mIoU per configuration, over seeds" + (f" ({bad} failed or unfinished)" if bad else ""))
     for s in summaries:
         if s.n and not math.isnan(s.train_wall_s_mean):
-            ax_t.errorbar(s.train_wall_s_mean, s.miou_mean, xerr=_or0(s.train_wall_s_std), yerr=_or0(s.miou_std),
-                          fmt="o", color="tab:blue", capsize=3)  # fmt: skip
-            ax_t.annotate(_values_label(s.values, keys).replace("\n", ", "), (s.train_wall_s_mean, s.miou_mean),
-                          fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+            ax_t.errorbar(
+                s.train_wall_s_mean,
+                s.miou_mean,
+                xerr=_ci(s.train_wall_s_std, s.n),
+                yerr=_ci(s.miou_std, s.n),
+                fmt="o",
+                color="tab:blue",
+                capsize=3,
+            )
+            ax_t.annotate(
+                _values_label(s.values, keys).replace("\n", ", "),
+                (s.train_wall_s_mean, s.miou_mean),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
             for mean, std in s.splits.values():
-                ax_t.errorbar(s.train_wall_s_mean, mean, yerr=_or0(std), fmt="o", mfc="none", color="tab:orange",
-                              capsize=3)  # fmt: skip
+                ax_t.errorbar(
+                    s.train_wall_s_mean, mean, yerr=_ci(std, s.n), fmt="o", mfc="none", color="tab:orange", capsize=3
+                )
     ax_t.margins(x=0.25, y=0.15)
-    ax_t.set_xlabel("training wall time (s), mean ± std")
-    ax_t.set_ylabel("val mIoU, mean ± std")
+    ax_t.set_xlabel("training wall time (s), mean, 95% interval")
+    ax_t.set_ylabel("val mIoU, mean, 95% interval")
     ax_t.set_title("mIoU against cost, over seeds")
     return fig
 

@@ -1,6 +1,6 @@
 """Lightning callbacks (last checkpoint and resume state, backbone freezing, validation images, the final
 validation, the evaluation report) and the Hydra callback that records each job's status. Checkpoint file I/O is
-``seg.checkpoint``'s."""
+``seg.runs.checkpoint``'s."""
 
 from seg.callbacks.evaluation_report import EvaluationReport
 from seg.callbacks.final_validation import FinalValidation

@@ -9,12 +9,12 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from torchmetrics import Metric
 
-from seg.report import validation_report, write_report
+from seg.runs.report import validation_report, write_report
 
 
 class EvaluationReport(Callback):
     """On rank 0 after validation: print the table, write ``metrics.json`` and ``confusion_matrix.png``
-    (:mod:`seg.report`, as ``seg.train`` does).
+    (:mod:`seg.runs.report`, as ``seg.train`` does).
 
     A callback, so that it runs inside the (possibly spawned) rank-0 process that holds the summed matrix.
     """

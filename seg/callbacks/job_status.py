@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from seg.atomic import write_json_atomic
+from seg.utils.atomic import write_json_atomic
 
 STATUS_FILE = "job_status.json"
 
@@ -131,8 +131,10 @@ class JobStatusCallback(Callback):
             record = self._signal_record(signum)
             if "last_checkpoint" in record:
                 record["resume"] = resume_command(self._config_name, record["last_checkpoint"])
-                line = (f"interrupted after {record['elapsed_s']:.0f} s; to resume from step "
-                        f"{record['last_checkpoint_step']} (the last checkpoint): {record['resume']}")  # fmt: skip
+                line = (
+                    f"interrupted after {record['elapsed_s']:.0f} s; to resume from step "
+                    f"{record['last_checkpoint_step']} (the last checkpoint): {record['resume']}"
+                )
             else:
                 line = f"interrupted after {record['elapsed_s']:.0f} s, before the first checkpoint: nothing to resume"
             self._write({"status": "interrupted", **record})

@@ -1,5 +1,5 @@
 """What makes a killed training run resumable, exactly: checkpoints every N steps and after every validation,
-and the random-number state in the checkpoint (the atomic checkpoint files are ``seg.checkpoint``'s).
+and the random-number state in the checkpoint (the atomic checkpoint files are ``seg.runs.checkpoint``'s).
 
 Together with the stateful train loader (``seg.data.datamodule``: sampler position and epoch in the checkpoint,
 augmentation drawn from (seed, epoch, sample index)), a run killed mid-epoch and restarted from its last

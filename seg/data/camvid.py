@@ -12,14 +12,34 @@ import numpy as np
 from seg.data.base import IGNORE_INDEX, SegmentationDataset, palette_from
 
 CAMVID_CLASSES: tuple[str, ...] = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
     "Bicyclist",
-)  # fmt: skip
+)
 # CamVid's label_colors.txt colours (Brostow et al.) in SegNet's class order; Pavement = "Sidewalk"
-CAMVID_PALETTE = palette_from([
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
-    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-])  # fmt: skip
+CAMVID_PALETTE = palette_from(
+    [
+        (128, 128, 128),
+        (128, 0, 0),
+        (192, 192, 128),
+        (128, 64, 128),
+        (0, 0, 192),
+        (128, 128, 0),
+        (192, 128, 128),
+        (64, 64, 128),
+        (64, 0, 128),
+        (64, 64, 0),
+        (0, 128, 192),
+    ]
+)
 VOID_LABEL = 11  # "Unlabelled": SegNet trains with ignore_label 11
 # the video sequences of the SegNet release, the prefix of every frame name: train 0001TP 62, 0006R0 101,
 # 0016E5 204 frames; val 0016E5 101; test 0001TP 62 and Seq05VD 171
@@ -65,12 +85,15 @@ class CamVidSegmentation(SegmentationDataset):
         if op is None:
             return self._union_pairs(split)
         if sequence not in SEQUENCES:
-            raise ValueError(f"{self.name}: split {self.split!r}: unknown sequence {sequence!r}; CamVid's are "
-                             f"{list(SEQUENCES)}")  # fmt: skip
+            raise ValueError(
+                f"{self.name}: split {self.split!r}: unknown sequence {sequence!r}; CamVid's are {list(SEQUENCES)}"
+            )
         pairs = [p for p in self._union_pairs(split) if p[0].startswith(sequence) == (op == "@")]
         if not pairs:
-            raise ValueError(f"{self.name}: split {self.split!r} is empty: no frame of {sequence} "
-                             f"{'in' if op == '@' else 'outside'} split {split!r}")  # fmt: skip
+            raise ValueError(
+                f"{self.name}: split {self.split!r} is empty: no frame of {sequence} "
+                f"{'in' if op == '@' else 'outside'} split {split!r}"
+            )
         return pairs
 
     def _union_pairs(self, splits: str) -> list[tuple[str, Path, Path]]:

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from seg.data.base import IGNORE_INDEX, SegmentationDataset
-from seg.hydra_utils import entry_point
-from seg.progress import progress_bar
+from seg.utils.cli import entry_point
+from seg.utils.progress import progress_bar
 
 
 @dataclass

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.atomic import write_json_atomic
 from seg.data.base import IGNORE_INDEX
+from seg.utils.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def count_labels(dataset, num_classes: int, *, progress: bool = True) -> tuple[n
         image_pixels[counts > 0] += mask.size
 
     if progress:
-        from seg.progress import progress_bar
+        from seg.utils.progress import progress_bar
 
         name = getattr(dataset, "name", type(dataset).__name__)
         split = getattr(dataset, "split", "")
@@ -124,8 +124,9 @@ def resolve_class_weights(
     if not isinstance(spec, str):
         values = [float(v) for v in spec]
         if len(values) != dataset.num_classes:
-            raise ValueError(f"model.class_weights has {len(values)} values but {dataset.name} has "
-                             f"{dataset.num_classes} classes")  # fmt: skip
+            raise ValueError(
+                f"model.class_weights has {len(values)} values but {dataset.name} has {dataset.num_classes} classes"
+            )
         return values
     if spec not in METHODS:
         raise ValueError(f"model.class_weights={spec!r}; expected null, a list of numbers or one of {list(METHODS)}")
@@ -135,12 +136,22 @@ def resolve_class_weights(
         pixels, image_pixels = np.asarray(counts["pixels"]), np.asarray(counts["image_pixels"])
     else:
         pixels, image_pixels = count_labels(dataset, dataset.num_classes)
-        write_json_atomic(cache, {"dataset": dataset.name, "root": str(dataset.root), "split": dataset.split,
-                                  "pixels": pixels.tolist(), "image_pixels": image_pixels.tolist()})  # fmt: skip
+        write_json_atomic(
+            cache,
+            {
+                "dataset": dataset.name,
+                "root": str(dataset.root),
+                "split": dataset.split,
+                "pixels": pixels.tolist(),
+                "image_pixels": image_pixels.tolist(),
+            },
+        )
     weights = class_weights(pixels, image_pixels, spec).tolist()
     named = dict(zip(dataset.classes, (round(w, 4) for w in weights), strict=True))
     log.info("class weights (%s, %s split of %s): %s", spec, dataset.split, dataset.name, named)
     if run_dir is not None:
-        write_json_atomic(Path(run_dir) / "class_weights.json", {"method": spec, "split": dataset.split,
-                                                                 "weights": named, "cache": str(cache)})  # fmt: skip
+        write_json_atomic(
+            Path(run_dir) / "class_weights.json",
+            {"method": spec, "split": dataset.split, "weights": named, "cache": str(cache)},
+        )
     return weights

@@ -126,8 +126,9 @@ class SegDataModule(pl.LightningDataModule):
         if self.val_set is None:
             self.val_set = self.dataset(root=self.root, split=self.val_split, transform=self.val_transform)
         if stage in (None, "fit") and self.extra_val_splits and not self.extra_val_sets:
-            self.extra_val_sets = [self.dataset(root=self.root, split=s, transform=self.val_transform)
-                                   for s in self.extra_val_splits]  # fmt: skip
+            self.extra_val_sets = [
+                self.dataset(root=self.root, split=s, transform=self.val_transform) for s in self.extra_val_splits
+            ]
         if self.train_set is not None and len(self.train_set) < 2:
             raise ValueError(
                 f"split '{self.train_split}' of {self.root} has {len(self.train_set)} image: training needs at "
@@ -211,8 +212,11 @@ class SegDataModule(pl.LightningDataModule):
         if len(self.train_set) < batch_size:  # e.g. a handful of sample images: one batch of all of them
             log.warning(
                 "data.batch_size=%d but split '%s' has %d images: training on batches of %d",
-                batch_size, self.train_split, len(self.train_set), len(self.train_set),
-            )  # fmt: skip
+                batch_size,
+                self.train_split,
+                len(self.train_set),
+                len(self.train_set),
+            )
             batch_size = len(self.train_set)
         seed = self.train_seed()
         sampler = SeededSampler(self.train_set, seed=seed)

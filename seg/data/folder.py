@@ -233,10 +233,10 @@ class FolderSegmentation(SegmentationDataset):
         try:
             with Image.open(path) as im:
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: mask file does not exist") from None
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{path}: mask file does not exist") from e
         except (OSError, SyntaxError) as e:
-            raise ValueError(f"{path}: cannot decode mask ({e})") from None
+            raise ValueError(f"{path}: cannot decode mask ({e})") from e
         keys = _rgb_keys(rgb)
         pos = np.clip(np.searchsorted(self._colour_keys, keys), 0, len(self._colour_keys) - 1)
         known = self._colour_keys[pos] == keys

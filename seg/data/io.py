@@ -52,10 +52,10 @@ def read_index_mask(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             check_index_mode(path, im.mode)
             return np.array(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: mask file does not exist") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: mask file does not exist") from e
     except (OSError, SyntaxError) as e:  # PIL raises OSError for truncated or non-image files
-        raise ValueError(f"{path}: cannot decode mask ({e})") from None
+        raise ValueError(f"{path}: cannot decode mask ({e})") from e
 
 
 def check_index_mode(path: str | Path, mode: str) -> None:
@@ -81,10 +81,10 @@ def read_header(path: str | Path, what: str = "image", tagged: list[Path] | None
                     tagged.append(Path(path))  # for one warning naming the rotated files
             f.seek(max(f.seek(0, 2) - 16, 0))
             tail = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: {what} file does not exist") from None
-    except (OSError, SyntaxError, ValueError):  # PIL's UnidentifiedImageError is an OSError
-        raise ValueError(f"{path}: cannot decode {what} (corrupt or not an image file)") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: {what} file does not exist") from e
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{path}: cannot decode {what} (corrupt or not an image file)") from e
     if fmt == "JPEG" and not _jpeg_ends(tail, lambda: Path(path).read_bytes()):
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
     if fmt == "PNG" and PNG_END not in tail:
@@ -113,8 +113,9 @@ def warn_orientation_tags(paths: list[Path], show: int = 3, tagged: list[Path] |
         log.warning(
             "%d image(s) carry an EXIF orientation tag (%s): seg reads pixels as stored, as the masks are, and does "
             "not rotate them; rotate the files themselves if the tag was meant",
-            len(tagged), names,
-        )  # fmt: skip
+            len(tagged),
+            names,
+        )
     return tagged
 
 

@@ -60,12 +60,26 @@ def _shape_mask(cls: int, cx: float, cy: float, r: float, angle: float, size: in
         return mask
     if name in ("square", "triangle"):
         n = 4 if name == "square" else 3
-        pts = [(cx + r * math.cos(angle + 2 * math.pi * k / n), cy + r * math.sin(angle + 2 * math.pi * k / n))
-               for k in range(n)]  # fmt: skip
+        pts = [
+            (cx + r * math.cos(angle + 2 * math.pi * k / n), cy + r * math.sin(angle + 2 * math.pi * k / n))
+            for k in range(n)
+        ]
     else:  # cross: a plus sign with arm half-width r/3
         w = r / 3
-        base = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w),
-                (-w, w), (-w, r)]  # fmt: skip
+        base = [
+            (w, r),
+            (w, w),
+            (r, w),
+            (r, -w),
+            (w, -w),
+            (w, -r),
+            (-w, -r),
+            (-w, -w),
+            (-r, -w),
+            (-r, w),
+            (-w, w),
+            (-w, r),
+        ]
         c, s = math.cos(angle), math.sin(angle)
         pts = [(cx + x * c - y * s, cy + x * s + y * c) for x, y in base]
     cv2.fillPoly(mask, [np.round(np.array(pts)).astype(np.int32)], 1)
@@ -107,8 +121,14 @@ def generate(
     Sample i of a split is drawn from its own seed (seed, split, i): the tree is identical on every machine.
     """
     root = Path(root)
-    spec = {"num_train": num_train, "num_val": num_val, "size": size, "max_objects": max_objects, "seed": seed,
-            "version": 4}  # fmt: skip
+    spec = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "size": size,
+        "max_objects": max_objects,
+        "seed": seed,
+        "version": 4,
+    }
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == spec and _complete(root):
         return root

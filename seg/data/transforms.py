@@ -13,8 +13,8 @@ from albumentations.pytorch import ToTensorV2
 from omegaconf import DictConfig, open_dict
 
 from seg.data.base import IGNORE_INDEX
-from seg.inference import pair
-from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD  # the defaults here; seg's tools pass the backbone's
+from seg.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD  # the defaults here; seg's tools pass the backbone's
+from seg.utils.sizes import pair
 
 TRANSFORM_KEYS = ("train_transform", "val_transform")
 log = logging.getLogger(__name__)
@@ -32,11 +32,15 @@ def train_transforms(
     lo, hi = scale_range
     steps = [
         # RandomScale's scale_limit is offset by 1: (lo - 1, hi - 1) draws factors in [lo, hi]
-        A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
-                      mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+        A.RandomScale(
+            scale_limit=(lo - 1.0, hi - 1.0),
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST,
+            p=1.0,
+        ),
         A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
         A.RandomCrop(height=h, width=w),
-    ]  # fmt: skip
+    ]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     steps += [A.Normalize(mean=mean, std=std), ToTensorV2()]
@@ -67,6 +71,13 @@ def with_model_normalization(data_cfg: DictConfig, mean: Sequence[float], std: S
                 if own is None:
                     node[name] = value
                 elif [round(float(v), 6) for v in own] != [round(v, 6) for v in value]:
-                    log.warning("data.%s.%s=%s differs from the backbone's %s=%s: the inputs are not normalised "
-                                "as the weights expect", key, name, list(own), name, value)  # fmt: skip
+                    log.warning(
+                        "data.%s.%s=%s differs from the backbone's %s=%s: the inputs are not normalised "
+                        "as the weights expect",
+                        key,
+                        name,
+                        list(own),
+                        name,
+                        value,
+                    )
     return data_cfg

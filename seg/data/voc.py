@@ -11,10 +11,28 @@ from seg.data.base import SegmentationDataset, read_list, voc_colormap
 __all__ = ["VOC_CLASSES", "VOCSegmentation", "voc_colormap"]
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
-)  # fmt: skip
+)
 
 
 class VOCSegmentation(SegmentationDataset):

@@ -15,7 +15,7 @@ import numpy as np
 
 from seg.data.base import read_list
 from seg.data.voc import VOCSegmentation
-from seg.extras import require
+from seg.utils.extras import require
 
 TRAIN_AUG = "train_aug"
 AUG_DIR = "SegmentationClassAug"
@@ -29,14 +29,14 @@ def read_sbd_mask(path: Path) -> np.ndarray:
     scipy_io = require("scipy.io", "voc-aug")
     try:
         mat = scipy_io.loadmat(str(path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: mask file does not exist") from None
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: mask file does not exist") from e
     except Exception as e:  # scipy raises ValueError, IndexError, OSError ... for truncated or non-MAT files
-        raise ValueError(f"{path}: cannot read SBD .mat file ({e})") from None
+        raise ValueError(f"{path}: cannot read SBD .mat file ({e})") from e
     try:
         seg = mat["GTcls"]["Segmentation"][0, 0]
-    except (KeyError, ValueError, IndexError):
-        raise ValueError(f"{path}: not an SBD class file (no GTcls.Segmentation struct)") from None
+    except (KeyError, ValueError, IndexError) as e:
+        raise ValueError(f"{path}: not an SBD class file (no GTcls.Segmentation struct)") from e
     seg = np.asarray(seg)
     if seg.ndim != 2 or seg.min(initial=0) < 0 or seg.max(initial=0) > 255:
         raise ValueError(f"{path}: GTcls.Segmentation is not an HxW array of 0..255 (shape {seg.shape})")
@@ -100,10 +100,13 @@ class VOCAugSegmentation(VOCSegmentation):
             )
         in_voc_train = set(voc_train)
         return [
-            (i, self.image_path(i), self.root / self.mask_dir / f"{i}{self.mask_ext}" if i in in_voc_train
-             else extra_mask(i))
+            (
+                i,
+                self.image_path(i),
+                self.root / self.mask_dir / f"{i}{self.mask_ext}" if i in in_voc_train else extra_mask(i),
+            )
             for i in ids
-        ]  # fmt: skip
+        ]
 
     def _aug_png_ids(self, voc_train: list[str]) -> list[str]:
         """Ids of the SegmentationClassAug form from its list (mmseg's aug.txt is joined with VOC train)."""
@@ -124,8 +127,12 @@ class VOCAugSegmentation(VOCSegmentation):
     def _sbd_candidates(self) -> list[Path]:
         if self.sbd_root is not None:
             return [self.sbd_root]
-        found = [self.given_root / SBD_DIR, self.root / SBD_DIR, self.root.parent / SBD_DIR,
-                 self.root.parent.parent / SBD_DIR]  # fmt: skip
+        found = [
+            self.given_root / SBD_DIR,
+            self.root / SBD_DIR,
+            self.root.parent / SBD_DIR,
+            self.root.parent.parent / SBD_DIR,
+        ]
         return list(dict.fromkeys(found))
 
     def _find_sbd(self) -> Path | None:

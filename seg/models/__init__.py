@@ -6,15 +6,27 @@ from seg.models.aspp import ASPP, DeepLabHead
 from seg.models.backbones import build_backbone, input_normalization
 from seg.models.backbones.resnet import DilatedResNet
 from seg.models.backbones.vgg import VGGBackbone
-from seg.models.context_module import ContextModule, ContextNet
+from seg.models.context_net import ContextModule, ContextNet
 from seg.models.deeplabv3 import DeepLabV3
 from seg.models.deeplabv3plus import DeepLabV3Plus
 from seg.models.fcn import FCN
 from seg.models.fcn_head import FCNHead
-from seg.models.largefov import VGGDilated
 from seg.models.segmenter import Segmenter
+from seg.models.vgg_dilated import VGGDilated
 
 __all__ = [
-    "ASPP", "ContextModule", "ContextNet", "DeepLabHead", "DeepLabV3", "DeepLabV3Plus", "DilatedResNet", "FCN",
-    "FCNHead", "Segmenter", "VGGBackbone", "VGGDilated", "build_backbone", "input_normalization",
-]  # fmt: skip
+    "ASPP",
+    "ContextModule",
+    "ContextNet",
+    "DeepLabHead",
+    "DeepLabV3",
+    "DeepLabV3Plus",
+    "DilatedResNet",
+    "FCN",
+    "FCNHead",
+    "Segmenter",
+    "VGGBackbone",
+    "VGGDilated",
+    "build_backbone",
+    "input_normalization",
+]

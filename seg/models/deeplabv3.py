@@ -1,7 +1,6 @@
 """DeepLabv3 segmenter: a dilated backbone + ASPP head (+ optional FCN auxiliary head on the "aux" features)."""
 
 from collections.abc import Sequence
-from typing import Any
 
 from torch import Tensor, nn
 
@@ -18,11 +17,15 @@ class DeepLabV3(Segmenter):
 
     Args:
         num_classes: output channels.
-        backbone: as :class:`Segmenter`.
+        backbone: a backbone name or a built backbone, as :class:`Segmenter`.
+        output_stride: 8, 16 or 32: input size over feature size (8: torchvision's).
+        multi_grid: ResNet only: layer4's unit rates, times its dilation (DeepLabv3 Sec. 3.2); None: all 1.
+        aux: an FCN auxiliary head on the "aux" features (a ResNet's layer3), weighted by ``SegModule.aux_weight``.
+        weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
+            weights package); None: random init. Loaded strictly.
         aspp_rates: the three atrous rates of ASPP; (12, 24, 36) at output stride 8 is the paper's (6, 12, 18)
             at 16, doubled (and torchvision's).
         dropout: before the classifier (torchvision's DeepLabHead: 0.5).
-        **kwargs: ``output_stride`` (8), ``multi_grid``, ``aux``, ``weights``: as :class:`Segmenter`.
     """
 
     def __init__(
@@ -30,11 +33,14 @@ class DeepLabV3(Segmenter):
         num_classes: int,
         backbone: str | nn.Module = "resnet18",
         *,
+        output_stride: int = 8,
+        multi_grid: Sequence[int] | None = None,
+        aux: bool = True,
+        weights: str | None = None,
         aspp_rates: Sequence[int] = (12, 24, 36),
         dropout: float = 0.5,
-        **kwargs: Any,
     ):
-        super().__init__(num_classes, backbone, **kwargs)
+        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
         self.classifier = DeepLabHead(self.backbone.channels["out"], num_classes, tuple(aspp_rates), dropout=dropout)
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:

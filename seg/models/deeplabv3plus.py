@@ -1,7 +1,6 @@
 """DeepLabV3+ (Chen et al. 2018, arXiv:1802.02611): DeepLabv3's ASPP plus a decoder on stage-1 features."""
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +64,11 @@ class DeepLabV3Plus(Segmenter):
 
     Args:
         num_classes: output channels.
-        backbone: as :class:`Segmenter`.
+        backbone: a backbone name or a built backbone, as :class:`Segmenter`.
         output_stride: 16, the paper's training setting (8 costs ~3x the encoder FLOPs).
+        multi_grid: ResNet only: layer4's unit rates, times its dilation (DeepLabv3 Sec. 3.2); None: all 1.
+        weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
+            weights package); None: random init. Loaded strictly.
         aspp_rates: ASPP's atrous rates, (6, 12, 18) at output stride 16 (Sec. 4.1).
         aux: an FCN auxiliary head on the "aux" features (the paper has none).
         dropout: after the ASPP projection (reference code: keep_prob 0.9).
@@ -74,7 +76,6 @@ class DeepLabV3Plus(Segmenter):
         channels: channels of ASPP and of the decoder's two 3x3 convolutions (256).
         separable: the decoder's 3x3 convolutions depthwise separable (the paper's Xception model; the reference
             code's ``decoder_use_separable_conv``): 0.15 of their arithmetic.
-        **kwargs: ``multi_grid``, ``weights``: as :class:`Segmenter`.
     """
 
     def __init__(
@@ -83,15 +84,16 @@ class DeepLabV3Plus(Segmenter):
         backbone: str | nn.Module = "resnet18",
         *,
         output_stride: int = 16,
-        aspp_rates: Sequence[int] = (6, 12, 18),
+        multi_grid: Sequence[int] | None = None,
         aux: bool = False,
+        weights: str | None = None,
+        aspp_rates: Sequence[int] = (6, 12, 18),
         dropout: float = 0.1,
         low_proj: int = 48,
         channels: int = 256,
         separable: bool = False,
-        **kwargs: Any,
     ):
-        super().__init__(num_classes, backbone, output_stride=output_stride, aux=aux, **kwargs)
+        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
         feats = self.backbone.channels
         self.aspp = ASPP(feats["out"], tuple(aspp_rates), channels, dropout)
         self.decoder = DeepLabV3PlusDecoder(feats["low"], channels, num_classes, low_proj, channels, separable)

@@ -1,7 +1,7 @@
 """FCN segmenter (Long et al. 2015, arXiv:1411.4038) as torchvision builds it on a dilated backbone: an FCN head
 on the "out" features (+ an FCN auxiliary head); on a ResNet its keys are torchvision's ``fcn_resnet*``."""
 
-from typing import Any
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -17,14 +17,27 @@ class FCN(Segmenter):
 
     Args:
         num_classes: output channels.
-        backbone: as :class:`Segmenter`.
+        backbone: a backbone name or a built backbone, as :class:`Segmenter`.
+        output_stride: 8, 16 or 32: input size over feature size (8: torchvision's).
+        multi_grid: ResNet only: layer4's unit rates, times its dilation (DeepLabv3 Sec. 3.2); None: all 1.
+        aux: an FCN auxiliary head on the "aux" features (a ResNet's layer3), weighted by ``SegModule.aux_weight``.
+        weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
+            weights package); None: random init. Loaded strictly.
         dropout: inside the head (torchvision's FCNHead: 0.1).
-        **kwargs: ``output_stride`` (8, torchvision's), ``multi_grid``, ``aux``, ``weights``: as :class:`Segmenter`.
     """
 
-    def __init__(self, num_classes: int, backbone: str | nn.Module = "resnet18", *, dropout: float = 0.1,
-                 **kwargs: Any):  # fmt: skip
-        super().__init__(num_classes, backbone, **kwargs)
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str | nn.Module = "resnet18",
+        *,
+        output_stride: int = 8,
+        multi_grid: Sequence[int] | None = None,
+        aux: bool = True,
+        weights: str | None = None,
+        dropout: float = 0.1,
+    ):
+        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
         self.classifier = FCNHead(self.backbone.channels["out"], num_classes, dropout)
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:

@@ -48,8 +48,9 @@ class Segmenter(nn.Module):
                 raise ValueError("multi_grid and weights belong to the backbone when a built backbone is passed")
             self.backbone = backbone
         else:
-            self.backbone = build_backbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
-                                           weights=weights)  # fmt: skip
+            self.backbone = build_backbone(
+                backbone, output_stride=output_stride, multi_grid=multi_grid, weights=weights
+            )
         self.aux_classifier = FCNHead(self.backbone.channels["aux"], num_classes) if aux else None
 
     @property

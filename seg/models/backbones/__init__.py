@@ -1,4 +1,5 @@
-"""Backbones: feature extractors that return {"low", "aux", "out"} features with their ``channels``.
+"""Backbones: feature extractors that keep the :class:`~seg.models.backbones.protocol.Backbone` contract
+({"low", "aux", "out"} features, their ``channels``, the ``mean``/``std`` their weights expect, ``load_pretrained``).
 
 One file per family, each checking its own options: ``resnet`` (torchvision's ResNets, dilated), ``vgg`` (the
 VGG-16 front end) and ``timm`` (any timm encoder timm can dilate). A backbone is named by one string,
@@ -13,17 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
-
 from seg.models.backbones import resnet, vgg
-from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD
+from seg.models.backbones.protocol import Backbone
+from seg.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 SEG_BACKBONES = (*resnet.NAMES, *vgg.NAMES)
 
 
 def build_backbone(
     name: str, *, output_stride: int = 8, multi_grid: Sequence[int] | None = None, weights: str | None = None
-) -> nn.Module:
+) -> Backbone:
     """The backbone called ``name`` at ``output_stride``, with ``weights`` loaded strictly (None: random init).
 
     Args:

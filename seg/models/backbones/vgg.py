@@ -11,7 +11,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD, check_state_dict, read_state_dict, weights_file
+from seg.models.support.weights import check_state_dict, read_state_dict, torchvision_weights_file
+from seg.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 NAMES = ("vgg16", "vgg16_bn")
 OUTPUT_STRIDES = (8, 16, 32)
@@ -62,7 +63,7 @@ class VGGBackbone(nn.Sequential):
         """Load torchvision VGG-16 weights (an enum in the torch hub cache, ``imagenet`` = ``IMAGENET1K_V1``, or
         a local file): ``features`` strictly. Returns the file and all its tensors, so that
         :class:`seg.models.VGGDilated` converts fc6/fc7 from them without reading the file again."""
-        path = weights_file(weights, self.arch)
+        path = torchvision_weights_file(weights, self.arch)
         state = read_state_dict(path)
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         check_state_dict(self, features, f"{path} ({self.arch} features)")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from seg.extras import require
+from seg.utils.extras import require
 
 
 def run_name(run_dir: str | Path, log_dir: str | Path) -> str:

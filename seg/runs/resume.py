@@ -15,10 +15,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seg.init_from import load_net_weights
-from seg.models.weights import CheckpointError, unwrap_state_dict
+from seg.models.support.weights import CheckpointError, unwrap_state_dict
 from seg.module import SegModule
-from seg.run_config import RUN_CONFIG, find_run_dir, load_run_config
+from seg.runs.config import RUN_CONFIG, find_run_dir, load_run_config
+from seg.runs.init_from import load_net_weights
 
 __all__ = ["changed_settings", "check_resume_checkpoint", "check_resume_config"]
 log = logging.getLogger(__name__)
@@ -36,8 +36,17 @@ COMPARED = (
     "trainer.gradient_clip_algorithm",
 )
 # ... less what only moves files, changes validation or speed, or is overwritten by the resume (initial weights)
-IGNORED = ("data.root", "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.val_batch_size",
-           "data.extra_val_splits", "model.input_scale", "model.channels_last", "model.net.weights")  # fmt: skip
+IGNORED = (
+    "data.root",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.val_batch_size",
+    "data.extra_val_splits",
+    "model.input_scale",
+    "model.channels_last",
+    "model.net.weights",
+)
 # a change here builds another network: its weights cannot continue the run
 REFUSED = ("model._target_", "model.num_classes", "model.net._target_", "model.net.num_classes", "model.net.backbone")
 
@@ -96,8 +105,9 @@ def check_resume_config(cfg: DictConfig, ckpt_path: str | Path) -> dict[str, tup
         log.warning(
             "resuming %s under changed settings: %s. The run goes on, but not as the checkpoint's run would have "
             "(not an exact resume: e.g. the train loader's saved position counts batches of the old size)",
-            ckpt_path, listed,
-        )  # fmt: skip
+            ckpt_path,
+            listed,
+        )
     return changes
 
 

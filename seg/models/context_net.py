@@ -6,7 +6,6 @@ produces the scores (the paper's front end is VGG-16; see :class:`seg.models.vgg
 """
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,14 +60,17 @@ class ContextNet(Segmenter):
 
     Args:
         num_classes: output channels (and the context module's width: it works on class scores).
-        backbone: as :class:`Segmenter`.
+        backbone: a backbone name or a built backbone, as :class:`Segmenter`.
+        output_stride: 8, the paper's front end (16 or 32 also build).
+        multi_grid: ResNet only: layer4's unit rates, times its dilation (DeepLabv3 Sec. 3.2); None: all 1.
+        weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
+            weights package); None: random init. Loaded strictly.
         dilations: the module's 3x3 layers' dilations (Table 1, basic: 1, 1, 2, 4, 8, 16, 1).
         aux: an FCN auxiliary head on the "aux" features, as in every segmenter.
         supervise_front_end: also train the front end's own scores (output "front_end"), weighted by
             ``SegModule.aux_weight``.
         dropout: in the FCN score head.
         front_end_steps: optimizer steps that train the front end alone before the module joins.
-        **kwargs: ``output_stride`` (8), ``multi_grid``, ``weights``: as :class:`Segmenter`.
     """
 
     def __init__(
@@ -76,16 +78,18 @@ class ContextNet(Segmenter):
         num_classes: int,
         backbone: str | nn.Module = "resnet18",
         *,
-        dilations: Sequence[int] = BASIC_DILATIONS,
+        output_stride: int = 8,
+        multi_grid: Sequence[int] | None = None,
         aux: bool = False,
+        weights: str | None = None,
+        dilations: Sequence[int] = BASIC_DILATIONS,
         supervise_front_end: bool = True,
         dropout: float = 0.1,
         front_end_steps: int = 0,
-        **kwargs: Any,
     ):
         if front_end_steps < 0:
             raise ValueError(f"front_end_steps must be >= 0, got {front_end_steps}")
-        super().__init__(num_classes, backbone, aux=aux, **kwargs)
+        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
         self.classifier = FCNHead(self.backbone.channels["out"], num_classes, dropout)
         self.context = ContextModule(num_classes, tuple(dilations))
         self.supervise_front_end = supervise_front_end

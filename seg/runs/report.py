@@ -10,8 +10,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from seg.atomic import write_json_atomic
 from seg.metrics import metrics_report, print_report
+from seg.utils.atomic import write_json_atomic
 
 REPORT_FILE = "metrics.json"
 
@@ -27,8 +27,13 @@ def validation_report(module: pl.LightningModule, class_names: Sequence[str], **
     return report
 
 
-def write_report(out_dir: str | Path, report: dict, title: str, confusion_matrix: Any = None,
-                 class_names: Sequence[str] | None = None) -> Path:  # fmt: skip
+def write_report(
+    out_dir: str | Path,
+    report: dict,
+    title: str,
+    confusion_matrix: Any = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """Write ``report`` to ``out_dir/metrics.json`` (atomically) and print it; with ``confusion_matrix`` (C, C)
     also store it in the report and draw ``confusion_matrix.png``."""
     out_dir = Path(out_dir)

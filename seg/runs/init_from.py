@@ -1,6 +1,6 @@
 """Weights of one network loaded into another by key: strictly (every tensor fits, or an error names the file and
 the keys), or for fine-tuning with ``init_from=PATH`` (the last classifier convolutions re-initialised when the
-class count differs). Used by ``seg.train`` (``init_from``), :func:`seg.checkpoint.load_model` and the resume
+class count differs). Used by ``seg.train`` (``init_from``), :func:`seg.runs.loaded.load_model` and the resume
 checks.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from seg.models.weights import CheckpointError, check_state_dict, read_state_dict
+from seg.models.support.weights import CheckpointError, check_state_dict, read_state_dict
 
 __all__ = ["classifier_keys", "init_weights", "load_net_weights"]
 
@@ -41,8 +41,11 @@ def load_net_weights(
     state = dict(state)
     if getattr(net, "aux_classifier", "absent") is None:
         state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
-    head = [k for k in classifier_keys(net) if k in state and state[k].shape[0] != expected[k].shape[0]
-            and state[k].shape[1:] == expected[k].shape[1:]]  # fmt: skip
+    head = [
+        k
+        for k in classifier_keys(net)
+        if k in state and state[k].shape[0] != expected[k].shape[0] and state[k].shape[1:] == expected[k].shape[1:]
+    ]
     if head:
         if not reinit_classifier:
             trained, built = state[head[0]].shape[0], expected[head[0]].shape[0]

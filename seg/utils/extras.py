@@ -17,4 +17,4 @@ def require(module: str, extra: str) -> ModuleType:
     except ImportError as e:
         if e.name is None or not module.startswith(e.name.split(".")[0]):
             raise  # the package is there but broken: show the real error
-        raise MissingExtraError(f"{module} is not installed: pip install 'seg[{extra}]'") from None
+        raise MissingExtraError(f"{module} is not installed: pip install 'seg[{extra}]'") from e

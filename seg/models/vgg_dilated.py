@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from seg.models.context_module import BASIC_DILATIONS, ContextModule
+from seg.models.context_net import BASIC_DILATIONS, ContextModule
 from seg.models.segmenter import Segmenter
 
 
@@ -27,9 +27,12 @@ def fc_to_conv(weight: Tensor, bias: Tensor, conv: nn.Conv2d, fc_input_size: int
     s, k = fc_input_size, conv.kernel_size[0]
     n_in = n_flat // (s * s)
     ok = (
-        n_in * s * s == n_flat and n_in % conv.in_channels == 0 and n_out % conv.out_channels == 0 and k <= s
+        n_in * s * s == n_flat
+        and n_in % conv.in_channels == 0
+        and n_out % conv.out_channels == 0
+        and k <= s
         and (k == 1 or (s - 1) % (k - 1) == 0)
-    )  # fmt: skip
+    )
     if not ok:
         return None
     step_k = (s - 1) // (k - 1) if k > 1 else 1
@@ -97,9 +100,10 @@ def load_fc_weights(net: VGGDilated, path: str, state: Mapping[str, Tensor]) -> 
     fc6, fc7 = net.fc6[0], net.fc7[0]
     converted = [
         fc_to_conv(state[f"classifier.{i}.weight"], state[f"classifier.{i}.bias"], conv, side)
-        if f"classifier.{i}.weight" in state else None
+        if f"classifier.{i}.weight" in state
+        else None
         for i, conv, side in ((0, fc6, 7), (3, fc7, 1))
-    ]  # fmt: skip
+    ]
     if any(c is None for c in converted):
         warnings.warn(f"{path}: fc6/fc7 do not decimate to this geometry; they keep their random init", stacklevel=2)
         return

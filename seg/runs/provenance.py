@@ -24,8 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from seg.atomic import write_json_atomic
-from seg.machine import PRECISION_ENV, SPEED_FLAGS, cpu_flags, cpu_model, has_bf16_units, machine_label
+from seg.utils.atomic import write_json_atomic
+from seg.utils.machine import PRECISION_ENV, SPEED_FLAGS, cpu_flags, cpu_model, has_bf16_units, machine_label
 
 PROVENANCE_FILE = "provenance.json"
 # distribution names: the libraries whose versions change what a run computes

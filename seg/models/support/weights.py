@@ -1,7 +1,7 @@
 """The one weight loader: read checkpoint files safely, unwrap their state_dict, check it against a model with a
 report that names the file and the offending keys, and find torchvision weights in the local hub cache.
 
-Everything loads with ``torch.load(weights_only=True)`` and nothing is ever downloaded. ``seg.checkpoint``
+Everything loads with ``torch.load(weights_only=True)`` and nothing is ever downloaded. ``seg.runs.checkpoint``
 (whole segmenters from run folders) and the backbone families (``seg.models.backbones``) all load through here;
 each family converts its own file layouts.
 """
@@ -21,8 +21,6 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum, get_model_weights
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (ResNet, VGG)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 _LIGHTNING_PREFIX = "net."  # SegModule.net
 _WRAPPER_PREFIXES = ("module.", "model.")  # DistributedDataParallel / wrapped models saved whole
@@ -55,8 +53,9 @@ def safe_load(path: str | Path) -> object:
         try:
             return load_file(path, device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file (corrupt or truncated): {_first_line(e)}") \
-                from None  # fmt: skip
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file (corrupt or truncated): {_first_line(e)}"
+            ) from e
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -66,11 +65,12 @@ def safe_load(path: str | Path) -> object:
             raise CheckpointError(
                 f"{path}: refused by torch.load(weights_only=True): it pickles a {found.group(1)} object; "
                 "only tensors and plain containers are loaded"
-            ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt?): {_first_line(e)}") from None
+            ) from e
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt?): {_first_line(e)}") from e
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated): {_first_line(e)}") \
-            from None  # fmt: skip
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (corrupt or truncated): {_first_line(e)}"
+        ) from e
 
 
 def unwrap_state_dict(obj: object, path: str | Path = "checkpoint") -> dict[str, Tensor]:
@@ -104,46 +104,66 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str 
     # BatchNorm fills in num_batches_tracked itself when an old checkpoint lacks it
     missing = [k for k in expected if k not in state and k not in ignore and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
-              if k in expected and v.shape != expected[k].shape]  # fmt: skip
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     problems = [
         f"{label} ({len(keys)}): {keys[:_SHOW]}"
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches (file vs model)", shapes))
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (file vs model)", shapes),
+        )
         if keys
-    ]  # fmt: skip
+    ]
     if problems:
         raise CheckpointError(f"{source} does not fit the model ({type(model).__name__}); " + "; ".join(problems))
 
 
 def _looks_like_path(weights: str) -> bool:
-    """Tell a file path from a torchvision enum name such as "ResNet50_Weights.IMAGENET1K_V1"."""
+    """Tell a file path from a torchvision enum name such as "ResNet50_Weights.IMAGENET1K_V1" or a package name."""
     return "/" in weights or os.sep in weights or weights.endswith(_FILE_SUFFIXES) or os.path.exists(weights)
 
 
-def _cached_file(w: WeightsEnum) -> str:
+def local_weights_file(weights: str) -> Path | None:
+    """The file ``weights`` names when it reads as a path (a separator, a weights suffix, an existing path);
+    FileNotFoundError when that file is missing; None when ``weights`` names something else (an enum, a package).
+    The one place where every backbone family tells a local file from a name."""
+    if not _looks_like_path(weights):
+        return None
+    path = Path(os.path.expanduser(weights))
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return path
+
+
+def hub_cache_file(url: str) -> Path:
+    """Where the torch hub cache keeps the file of ``url`` (``<hub dir>/checkpoints/<file name>``), present or not."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _cached_file(w: WeightsEnum) -> Path:
     """Path of ``w`` in the torch hub cache, or FileNotFoundError explaining how to provide it."""
-    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
-    path = os.path.join(cache_dir, os.path.basename(urlparse(w.url).path))
-    if not os.path.isfile(path):
+    path = hub_cache_file(w.url)
+    if not path.is_file():
         raise FileNotFoundError(
             f"{type(w).__name__}.{w.name} is not in the torch hub cache: expected {path}. "
             f"Nothing is downloaded here; on a machine with internet fetch {w.url} "
-            f"and copy it to {cache_dir}/, "
+            f"and copy it to {path.parent}/, "
             "or pass a local state_dict file as model.net.weights=/path/to/file.pth"
         )
     return path
 
 
-def weights_file(weights: str, arch: str) -> str:
+def torchvision_weights_file(weights: str, arch: str) -> Path:
     """The file behind ``weights`` for torchvision model ``arch``: a local path as is, or the hub-cache file of
     an enum ("ResNet50_Weights.IMAGENET1K_V1", "IMAGENET1K_V1", "DEFAULT"; "imagenet" is IMAGENET1K_V1, the
     weights DeepLab and torchvision's segmentation models start from). Never downloads."""
     weights = "IMAGENET1K_V1" if weights == "imagenet" else str(weights)
-    if _looks_like_path(weights):
-        path = os.path.expanduser(weights)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"weights file not found: {path}")
+    path = local_weights_file(weights)
+    if path is not None:
         return path
     enum_cls = get_model_weights(arch)
     enum_name, _, member = weights.rpartition(".")

@@ -1,0 +1,2 @@
+"""What serves the architectures without being one: the strict weight loader, BatchNorm folding, torchvision's
+segmentation layouts."""

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from seg.data.base import IGNORE_INDEX
 from seg.data.cityscapes import LABELS, CityscapesSegmentation
-from seg.data.io import IMAGE_SUFFIXES, read_image, warn_orientation_tags, write_index_mask
+from seg.data.io import IMAGE_SUFFIXES, read_image, warn_orientation_tags, write_image, write_index_mask
 from seg.inference import InferenceConfig, auto_flag, infer
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
@@ -133,13 +133,13 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
             dst = out / rel.with_suffix(".png")
             dst.parent.mkdir(parents=True, exist_ok=True)
             if cfg.format == "labelIds":
-                cv2.imwrite(str(dst), label_ids[mask])
+                write_image(dst, label_ids[mask])
             else:
                 write_index_mask(dst, mask, palette)
             if cfg.overlay:
                 blend = overlay(image, mask, palette, cfg.overlay_alpha)
                 (out / "overlay" / rel).parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out / "overlay" / rel.with_suffix(".jpg")), blend[..., ::-1])
+                write_image(out / "overlay" / rel.with_suffix(".jpg"), blend)
             result.written.append(dst)
     if not result.written:
         raise ValueError(f"none of the {len(inputs)} input images could be read (first: {result.skipped[0][1]})")

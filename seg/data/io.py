@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from seg.utils.atomic import atomic_write
+
 log = logging.getLogger(__name__)
 EXIF_ORIENTATION = 0x0112  # 1 = as stored; 2-8 = mirrored and/or rotated on display
 
@@ -120,7 +122,20 @@ def warn_orientation_tags(paths: list[Path], show: int = 3, tagged: list[Path] |
 
 
 def write_index_mask(path: str | Path, mask: np.ndarray, palette: np.ndarray) -> None:
-    """Write a uint8 HxW index mask as a palette PNG (the VOC format)."""
+    """Write a uint8 HxW index mask as a palette PNG (the VOC format), whole or not at all."""
     im = Image.fromarray(mask.astype(np.uint8))  # mode L; putpalette turns it into P keeping the indices
     im.putpalette(palette[:256].astype(np.uint8).reshape(-1).tolist())
-    im.save(path)
+    with atomic_write(path) as f:
+        im.save(f, format="PNG")
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an HxW or HxWx3 (RGB) uint8 array in the format of ``path``'s suffix, whole or not at all; an error
+    when it cannot be written (``cv2.imwrite`` only returns False)."""
+    path = Path(path)
+    bgr = image[..., ::-1] if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(path.suffix, np.ascontiguousarray(bgr))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot encode a {image.shape} {image.dtype} image as {path.suffix}")
+    with atomic_write(path) as f:
+        f.write(encoded.tobytes())

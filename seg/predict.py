@@ -24,7 +24,14 @@ from rich.console import Console
 
 from seg.data.base import IGNORE_INDEX
 from seg.data.cityscapes import LABELS, CityscapesSegmentation
-from seg.data.io import IMAGE_SUFFIXES, read_image, warn_orientation_tags, write_image, write_index_mask
+from seg.data.io import (
+    IMAGE_SUFFIXES,
+    check_image_options,
+    read_image,
+    warn_orientation_tags,
+    write_image,
+    write_index_mask,
+)
 from seg.inference import InferenceConfig, auto_flag, infer
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
@@ -115,6 +122,9 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     if inference.fold_batchnorm:
         loaded.fold_batchnorm()
     predictor = Predictor(loaded, instantiate(data_cfg.val_transform), inference, _device(cfg.device))
+    # images deeper than 8 bits or with a fourth band: the training run's rule (data.image_scaling, data.extra_bands)
+    extra_bands = data_cfg.get("extra_bands") or "error"
+    scaling = check_image_options(data_cfg.get("image_scaling"), extra_bands)
     out = Path(cfg.output)
     if video:
         return predict_video(Path(str(cfg.input)), out, predictor, palette, cfg.overlay_alpha, console)
@@ -124,7 +134,7 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     with progress_bar(console) as progress:
         for src, rel in progress.track(inputs, description=f"predict ({inference.describe()})"):
             try:
-                image = read_image(src)
+                image = read_image(src, scaling, extra_bands)
             except (OSError, ValueError) as e:
                 result.skipped.append((src, str(e)))
                 progress.console.print(f"skipped {e}", markup=False, highlight=False, soft_wrap=True)

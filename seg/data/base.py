@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.data.io import check_index_mode, read_header, read_image, read_index_mask, warn_orientation_tags
+from seg.data.io import (
+    SCALING_HELP,
+    check_image_options,
+    check_index_mode,
+    is_deep,
+    read_header,
+    read_image,
+    read_index_mask,
+    warn_orientation_tags,
+)
 from seg.data.sampler import seed_transform
 
 IGNORE_INDEX = 255  # void: never scored, never a training target (VOC's and Cityscapes' convention)
@@ -74,9 +83,14 @@ class SegmentationDataset:
         transform: Callable | None = None,
         *,
         check_files: bool = True,
+        image_scaling: str | float | None = None,
+        extra_bands: str = "error",
     ) -> None:
         self.split = split
         self.transform = transform
+        # how images of another depth than 8 bits, or with more than 3 bands, are read (seg.data.io.read_image)
+        self.image_scaling = check_image_options(image_scaling, extra_bands)
+        self.extra_bands = extra_bands
         self.root = self._resolve_root(Path(root))
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"{self.name}: data.root={self.root} is a file, not a folder ({self.layout})")
@@ -136,7 +150,7 @@ class SegmentationDataset:
         image = mask = None
         errors: list[Exception] = []
         try:
-            image = read_image(image_path)
+            image = read_image(image_path, self.image_scaling, self.extra_bands)
         except (OSError, ValueError) as e:
             errors.append(e)
         try:
@@ -155,7 +169,8 @@ class SegmentationDataset:
 
     def check_headers(self) -> None:
         """Check every listed pair from its file headers, nothing decoded (~0.2 ms a pair), and raise the first
-        problem: an unreadable or truncated (JPEG, PNG) file, a colour mask, an image/mask size mismatch.
+        problem: an unreadable or truncated (JPEG, PNG) file, an image deeper than 8 bits without
+        ``data.image_scaling``, a colour mask, an image/mask size mismatch.
 
         Run at set-up, before any model is built. Label values and damage inside a file are found when the
         sample is loaded; ``python -m seg.data.check`` decodes and lists everything.
@@ -164,7 +179,12 @@ class SegmentationDataset:
         rotated: list[Path] = []
         for image_path, mask_path in self.files:
             try:
-                image_size, _ = read_header(image_path, "image", tagged=rotated)
+                image_size, image_mode = read_header(image_path, "image", tagged=rotated)
+                if is_deep(image_mode) and self.image_scaling is None:
+                    raise ValueError(
+                        f"{image_path}: a {image_mode} image (deeper than 8 bits); the model takes 8-bit images: "
+                        f"choose how to convert with {SCALING_HELP}"
+                    )
                 if mask_path.suffix.lower() == ".png":  # other formats (SBD's .mat) are checked when loaded
                     mask_size, mode = read_header(mask_path, "mask")
                     if self.index_masks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,11 +88,12 @@ class CityscapesSegmentation(SegmentationDataset):
         *,
         label_format: str = "labelIds",
         check_files: bool = True,
+        **image_options: Any,
     ) -> None:
         if label_format not in LABEL_FORMATS:
             raise ValueError(f"label_format={label_format!r}; expected one of {LABEL_FORMATS}")
         self.label_format = label_format
-        super().__init__(root, split, transform, check_files=check_files)
+        super().__init__(root, split, transform, check_files=check_files, **image_options)  # image_scaling, extra_bands
 
     def _list_pairs(self) -> list[tuple[str, Path, Path]]:
         image_root = self.root / "leftImg8bit" / self.split

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -105,6 +106,7 @@ class FolderSegmentation(SegmentationDataset):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         check_files: bool = True,
+        **image_options: Any,
     ) -> None:
         if mask_format not in MASK_FORMATS:
             raise ValueError(f"data.mask_format={mask_format!r}; expected one of {MASK_FORMATS}")
@@ -132,7 +134,7 @@ class FolderSegmentation(SegmentationDataset):
             order = np.argsort(self._colour_keys)
             self._colour_keys, self._colour_labels = self._colour_keys[order], self._colour_labels[order]
         self.layout = f"{image_dir}/<stem>.{{jpg,png,tif,bmp,webp,ppm}} and {mask_dir}/<stem>.png"
-        super().__init__(root, split, transform, check_files=check_files)
+        super().__init__(root, split, transform, check_files=check_files, **image_options)  # image_scaling, extra_bands
 
     @classmethod
     def meta(cls, **options) -> tuple[tuple[str, ...], np.ndarray]:

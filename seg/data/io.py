@@ -33,18 +33,112 @@ def _jpeg_ends(tail: bytes, whole: Callable[[], bytes]) -> bool:
     return JPEG_END in tail or JPEG_END in whole()
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 HxWx3 RGB; a missing, unreadable or truncated file raises naming it."""
+SCALING_HELP = (
+    "data.image_scaling=dtype (the dtype's whole range), a maximum such as data.image_scaling=4095 (a 12-bit "
+    "sensor's), or data.image_scaling=percentile (each image's 0.5-99.5th percentiles)"
+)
+EXTRA_BANDS = ("error", "drop")
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL's modes of images deeper than 8 bits
+
+
+def is_deep(mode: str) -> bool:
+    """Whether a mode from :func:`read_header` is deeper than 8 bits (PIL's ``I;16``..., or ``RGB;16``: a 16-bit
+    colour PNG or TIFF, which PIL reports as ``RGB``)."""
+    return mode in DEEP_MODES or mode.endswith((";16", ";32"))
+
+
+def _stored_bits(im: Image.Image, f) -> int:
+    """Bits per sample as stored, for the formats PIL reports at 8 bits when they hold more: PNG (the IHDR's bit
+    depth byte) and TIFF (BitsPerSample); 8 for the rest."""
+    if im.format == "PNG":
+        f.seek(24)
+        depth = f.read(1)
+        return depth[0] if depth else 8
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    return 8
+
+
+def check_image_options(scaling: str | float | None, extra_bands: str) -> str | float | None:
+    """``scaling`` checked and normalised (``"4095"`` -> 4095.0); ValueError naming the key otherwise."""
+    if extra_bands not in EXTRA_BANDS:
+        raise ValueError(f"data.extra_bands={extra_bands!r}; expected one of {EXTRA_BANDS}")
+    if scaling is None or scaling in ("dtype", "percentile"):
+        return scaling
+    try:
+        value = float(scaling)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"data.image_scaling={scaling!r}; expected null, {SCALING_HELP}") from e
+    if not value > 0:
+        raise ValueError(f"data.image_scaling={scaling!r}; a maximum must be positive")
+    return value
+
+
+def to_uint8(image: np.ndarray, scaling: str | float, path: str | Path = "image") -> np.ndarray:
+    """``image`` of any depth as uint8 by the stated rule: ``dtype`` maps the dtype's range (0-65535 for uint16;
+    0-1 for floats) to 0-255, a number maps 0-that number, ``percentile`` each image's 0.5-99.5th percentiles;
+    values outside are clipped."""
+    x = image.astype(np.float32)
+    if scaling == "dtype":
+        lo, hi = 0.0, float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+    elif scaling == "percentile":
+        lo, hi = (float(v) for v in np.percentile(x, (0.5, 99.5)))
+        hi = hi if hi > lo else lo + 1.0  # a flat image: all black rather than a division by zero
+    else:
+        lo, hi = 0.0, float(scaling)
+    return np.clip(np.rint((x - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def _bands(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 else image.shape[2]
+
+
+def _describe(image: np.ndarray) -> str:
+    lo, hi = image.min(), image.max()
+    return f"{image.shape[1]}x{image.shape[0]}, {_bands(image)} band(s), {image.dtype}, values {lo:g}-{hi:g}"
+
+
+def read_image(path: str | Path, scaling: str | float | None = None, extra_bands: str = "error") -> np.ndarray:
+    """Decode an image file to uint8 HxWx3 RGB; a missing, unreadable or truncated file raises naming it.
+
+    The file is read at its stored depth and band count. 8-bit images are used as stored (one band: grey,
+    repeated to three; a fourth band that is a fully opaque alpha: dropped). Any other depth (16-bit PNG or TIFF,
+    float TIFF) is converted by ``scaling`` (:func:`to_uint8`; ``data.image_scaling``), and without a rule it is an
+    error naming the file, its shape, dtype and values and the setting to choose; so is a band beyond the third
+    that carries data, unless ``extra_bands="drop"`` (``data.extra_bands``) keeps the first three.
+    """
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise FileNotFoundError(f"{path}: image file does not exist")
     # IMREAD_IGNORE_ORIENTATION: OpenCV would otherwise rotate by the EXIF tag while the mask stays as stored
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise ValueError(f"{path}: cannot decode image (corrupt or not an image file)")
     # OpenCV 4.x decodes a truncated JPEG with only a warning: check the end-of-image marker ourselves
     if data[:2].tobytes() == b"\xff\xd8" and not _jpeg_ends(data[-16:].tobytes(), lambda: data.tobytes()):
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
+    bands = _bands(image)
+    if bands > 3:
+        extra = image[..., 3:]
+        opaque_alpha = (
+            bands == 4 and np.issubdtype(image.dtype, np.integer) and extra.min() == np.iinfo(image.dtype).max
+        )
+        if not opaque_alpha and extra_bands != "drop":
+            raise ValueError(
+                f"{path}: {_describe(image)}: the model takes 3 bands (RGB) and band 4 carries data; "
+                "data.extra_bands=drop keeps the first three"
+            )
+        image = image[..., :3]
+    if image.dtype != np.uint8:
+        if scaling is None:
+            raise ValueError(
+                f"{path}: {_describe(image)}; the model takes 8-bit images: choose how to convert with {SCALING_HELP}"
+            )
+        image = to_uint8(image, scaling, path)
+    if _bands(image) == 1:
+        return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -70,7 +164,8 @@ def check_index_mode(path: str | Path, mode: str) -> None:
 
 
 def read_header(path: str | Path, what: str = "image", tagged: list[Path] | None = None) -> tuple[tuple[int, int], str]:
-    """``((width, height), mode)`` of an image file from its header alone, nothing decoded (~0.1 ms).
+    """``((width, height), mode)`` of an image file from its header alone, nothing decoded (~0.1 ms); a colour
+    image deeper than 8 bits has the mode ``RGB;16`` (:func:`is_deep`).
 
     Also checks that a JPEG or PNG file is complete (its end marker is there). Raises naming the file and
     ``what`` it is ("image", "mask") when it is missing, unreadable or truncated.
@@ -79,6 +174,9 @@ def read_header(path: str | Path, what: str = "image", tagged: list[Path] | None
         with open(path, "rb") as f:
             with Image.open(f) as im:
                 size, mode, fmt = im.size, im.mode, im.format
+                bits = _stored_bits(im, f)
+                if bits > 8 and mode not in DEEP_MODES:
+                    mode = f"{mode};{bits}"  # RGB;16: PIL itself would read it at 8 bits
                 if tagged is not None and fmt == "JPEG" and int(im.getexif().get(EXIF_ORIENTATION, 1)) not in (0, 1):
                     tagged.append(Path(path))  # for one warning naming the rotated files
             f.seek(max(f.seek(0, 2) - 16, 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,11 +64,12 @@ class VOCAugSegmentation(VOCSegmentation):
         *,
         sbd_root: str | Path | None = None,
         check_files: bool = True,
+        **image_options: Any,
     ) -> None:
         self.given_root = Path(root)
         self.sbd_root = Path(sbd_root) if sbd_root is not None else None
         require("scipy.io", "voc-aug")  # SBD's masks are MATLAB files: fail before any worker starts
-        super().__init__(root, split, transform, check_files=check_files)
+        super().__init__(root, split, transform, check_files=check_files, **image_options)  # image_scaling, extra_bands
 
     def _list_pairs(self) -> list[tuple[str, Path, Path]]:
         if self.split != TRAIN_AUG:

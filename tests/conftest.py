@@ -15,7 +15,11 @@ from tests.helpers import TINY, compose_cfg
 def pytest_configure(config):
     """Under ``pytest -n N`` (pytest-xdist, as ``make test`` runs), the cores are shared out among the N workers and
     the processes their tests start, so that N torch processes never run more threads than there are cores (two
-    processes with two threads each on two cores run several times slower, not half as fast)."""
+    processes with two threads each on two cores run several times slower, not half as fast).
+
+    Every test runs offline (``SEG_OFFLINE=1``, inherited by the commands they start): a test never reaches past
+    127.0.0.1, and those of the fetching code lift the switch for a server they start there."""
+    os.environ["SEG_OFFLINE"] = "1"
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         import torch

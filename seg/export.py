@@ -39,11 +39,12 @@ CALIBRATION_METHODS = tuple(_ORT_METHOD)
 Runner = Callable[[np.ndarray], np.ndarray]  # a float32 batch (B, 3, H, W) -> logits, whatever runs it
 
 
-def export_onnx(net: nn.Module, path: str | Path, opset: int = 18) -> Path:
-    """Write ``net`` (fp32, eval) as ONNX: input "image" (batch, 3, height, width) -> output "logits", all dynamic."""
+def export_onnx(net: nn.Module, path: str | Path, opset: int = 18, bands: int = 3) -> Path:
+    """Write ``net`` (fp32, eval) as ONNX: input "image" (batch, bands, height, width) -> output "logits", batch
+    and sizes dynamic."""
     require("onnxscript", "export")  # torch.onnx's dynamo exporter needs onnx and onnxscript
     batch, height, width = (torch.export.Dim(n, min=m) for n, m in (("batch", 1), ("height", 16), ("width", 16)))
-    example = torch.randn(1, 3, 64, 64)
+    example = torch.randn(1, bands, 64, 64)
     torch.onnx.export(
         net,
         (example,),
@@ -59,11 +60,11 @@ def export_onnx(net: nn.Module, path: str | Path, opset: int = 18) -> Path:
     return Path(path)
 
 
-def export_torchscript(net: nn.Module, path: str | Path) -> Path:
+def export_torchscript(net: nn.Module, path: str | Path, bands: int = 3) -> Path:
     """Write ``net`` traced to TorchScript; shapes are read from the input at run time, so any size works."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still supported
-        traced = torch.jit.trace(net, torch.randn(1, 3, 64, 64), check_trace=False)
+        traced = torch.jit.trace(net, torch.randn(1, bands, 64, 64), check_trace=False)
         torch.jit.save(traced, str(path))
     return Path(path)
 
@@ -219,16 +220,17 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model(cfg.ckpt_path, cfg.paths.output_dir, channels_last=False)
     net = copy.deepcopy(loaded.net).float().eval()
+    bands = len(loaded.net.input_mean)  # 3, or the run's model.net.in_channels
 
     path = out_dir / ("model.onnx" if cfg.format == "onnx" else "model.pt")
     with console.status(f"exporting {cfg.format} to {path}"):
         if cfg.format == "onnx":
-            export_onnx(net, path, cfg.opset)
+            export_onnx(net, path, cfg.opset, bands)
             run = onnx_runner(path)
         else:
-            export_torchscript(net, path)
+            export_torchscript(net, path, bands)
             run = torchscript_runner(path)
-    shapes = [tuple(int(v) for v in s) for s in cfg.check_shapes]
+    shapes = [(int(s[0]), bands, *(int(v) for v in s[2:])) for s in cfg.check_shapes]
     diffs = max_abs_diffs(net, run, shapes)
     # the exported file is the network alone: a model trained on downscaled frames wants them downscaled first
     input_scale = run_inference_defaults(loaded.run_cfg)["input_scale"]

@@ -109,6 +109,8 @@ def build_datamodule(cfg: DictConfig, out_dir: Path) -> pl.LightningDataModule:
         mean, std = input_normalization(backbone if isinstance(backbone, str) else None)
     except ValueError as e:  # an unknown backbone: named before the data is read
         raise ValueError(f"model.net: {e}") from e
+    if OmegaConf.select(cfg.model, "net.input_mean") is not None:  # per-band (model.net.in_channels), or set
+        mean, std = cfg.model.net.input_mean, cfg.model.net.input_std
     datamodule = instantiate(with_model_normalization(cfg.data, mean, std))
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -37,7 +37,7 @@ SCALING_HELP = (
     "data.image_scaling=dtype (the dtype's whole range), a maximum such as data.image_scaling=4095 (a 12-bit "
     "sensor's), or data.image_scaling=percentile (each image's 0.5-99.5th percentiles)"
 )
-EXTRA_BANDS = ("error", "drop")
+EXTRA_BANDS = ("error", "drop", "keep")
 DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL's modes of images deeper than 8 bits
 
 
@@ -99,6 +99,12 @@ def _describe(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}, {_bands(image)} band(s), {image.dtype}, values {lo:g}-{hi:g}"
 
 
+def _refuse_depth(path: str | Path, image: np.ndarray) -> np.ndarray:
+    """ValueError for an image deeper than 8 bits read without ``data.image_scaling``."""
+    what = f"{path}: {_describe(image)}; the model takes 8-bit images"
+    raise ValueError(f"{what}: choose how to convert with {SCALING_HELP}")
+
+
 def read_image(path: str | Path, scaling: str | float | None = None, extra_bands: str = "error") -> np.ndarray:
     """Decode an image file to uint8 HxWx3 RGB; a missing, unreadable or truncated file raises naming it.
 
@@ -106,7 +112,9 @@ def read_image(path: str | Path, scaling: str | float | None = None, extra_bands
     repeated to three; a fourth band that is a fully opaque alpha: dropped). Any other depth (16-bit PNG or TIFF,
     float TIFF) is converted by ``scaling`` (:func:`to_uint8`; ``data.image_scaling``), and without a rule it is an
     error naming the file, its shape, dtype and values and the setting to choose; so is a band beyond the third
-    that carries data, unless ``extra_bands="drop"`` (``data.extra_bands``) keeps the first three.
+    that carries data, unless ``extra_bands`` (``data.extra_bands``) is ``drop`` (the first three are kept) or
+    ``keep``: every band as stored, grey as one band (a model with ``model.net.in_channels`` bands). The first
+    three bands are RGB in that order.
     """
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
@@ -120,6 +128,13 @@ def read_image(path: str | Path, scaling: str | float | None = None, extra_bands
     if data[:2].tobytes() == b"\xff\xd8" and not _jpeg_ends(data[-16:].tobytes(), lambda: data.tobytes()):
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
     bands = _bands(image)
+    if extra_bands == "keep":
+        if image.dtype != np.uint8:
+            image = to_uint8(image, scaling, path) if scaling is not None else _refuse_depth(path, image)
+        if image.ndim == 2:
+            return image[..., None]
+        rgb = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB) if bands >= 3 else image
+        return np.concatenate([rgb, image[..., 3:]], axis=2) if bands > 3 else rgb
     if bands > 3:
         extra = image[..., 3:]
         opaque_alpha = (
@@ -127,16 +142,13 @@ def read_image(path: str | Path, scaling: str | float | None = None, extra_bands
         )
         if not opaque_alpha and extra_bands != "drop":
             raise ValueError(
-                f"{path}: {_describe(image)}: the model takes 3 bands (RGB) and band 4 carries data; "
-                "data.extra_bands=drop keeps the first three"
+                f"{path}: {_describe(image)}: band 4 carries data and the model takes 3 bands (RGB); "
+                "data.extra_bands=drop keeps the first three, data.extra_bands=keep all of them (for a model with "
+                "model.net.in_channels set to their number)"
             )
         image = image[..., :3]
     if image.dtype != np.uint8:
-        if scaling is None:
-            raise ValueError(
-                f"{path}: {_describe(image)}; the model takes 8-bit images: choose how to convert with {SCALING_HELP}"
-            )
-        image = to_uint8(image, scaling, path)
+        image = to_uint8(image, scaling, path) if scaling is not None else _refuse_depth(path, image)
     if _bands(image) == 1:
         return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

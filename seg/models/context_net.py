@@ -65,6 +65,10 @@ class ContextNet(Segmenter):
         multi_grid: ResNet only: layer4's unit rates, times its dilation (DeepLabv3 Sec. 3.2); None: all 1.
         weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
             weights package); None: random init. Loaded strictly.
+        in_channels: input bands (3: RGB); others rebuild the first convolution, its RGB kernels adapted.
+        input_mean: per-band mean of the 0-1 scaled inputs, needed when ``in_channels`` is not 3 (then
+            ``input_std`` too); None: what the backbone's weights expect.
+        input_std: per-band standard deviation, as ``input_mean``.
         dilations: the module's 3x3 layers' dilations (Table 1, basic: 1, 1, 2, 4, 8, 16, 1).
         aux: an FCN auxiliary head on the "aux" features, as in every segmenter.
         supervise_front_end: also train the front end's own scores (output "front_end"), weighted by
@@ -82,6 +86,9 @@ class ContextNet(Segmenter):
         multi_grid: Sequence[int] | None = None,
         aux: bool = False,
         weights: str | None = None,
+        in_channels: int = 3,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         dilations: Sequence[int] = BASIC_DILATIONS,
         supervise_front_end: bool = True,
         dropout: float = 0.1,
@@ -89,7 +96,9 @@ class ContextNet(Segmenter):
     ):
         if front_end_steps < 0:
             raise ValueError(f"front_end_steps must be >= 0, got {front_end_steps}")
-        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
+        super().__init__(
+            num_classes, backbone, output_stride, multi_grid, aux, weights, in_channels, input_mean, input_std
+        )
         self.classifier = FCNHead(self.backbone.channels["out"], num_classes, dropout)
         self.context = ContextModule(num_classes, tuple(dilations))
         self.supervise_front_end = supervise_front_end

@@ -23,6 +23,10 @@ class DeepLabV3(Segmenter):
         aux: an FCN auxiliary head on the "aux" features (a ResNet's layer3), weighted by ``SegModule.aux_weight``.
         weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
             weights package); None: random init. Loaded strictly.
+        in_channels: input bands (3: RGB); others rebuild the first convolution, its RGB kernels adapted.
+        input_mean: per-band mean of the 0-1 scaled inputs, needed when ``in_channels`` is not 3 (then
+            ``input_std`` too); None: what the backbone's weights expect.
+        input_std: per-band standard deviation, as ``input_mean``.
         aspp_rates: the three atrous rates of ASPP; (12, 24, 36) at output stride 8 is the paper's (6, 12, 18)
             at 16, doubled (and torchvision's).
         dropout: before the classifier (torchvision's DeepLabHead: 0.5).
@@ -37,10 +41,15 @@ class DeepLabV3(Segmenter):
         multi_grid: Sequence[int] | None = None,
         aux: bool = True,
         weights: str | None = None,
+        in_channels: int = 3,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         aspp_rates: Sequence[int] = (12, 24, 36),
         dropout: float = 0.5,
     ):
-        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
+        super().__init__(
+            num_classes, backbone, output_stride, multi_grid, aux, weights, in_channels, input_mean, input_std
+        )
         self.classifier = DeepLabHead(self.backbone.channels["out"], num_classes, tuple(aspp_rates), dropout=dropout)
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:

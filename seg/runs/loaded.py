@@ -47,7 +47,8 @@ class LoadedModel:
     def fold_batchnorm(self) -> int:
         """Replace the net by a copy with its BatchNorms folded into their convolutions (for inference only: the
         same logits to float rounding, checked on a random batch); returns how many were folded."""
-        example = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+        bands = len(self.net.input_mean)  # 3, or model.net.in_channels
+        example = torch.randn(1, bands, 128, 128, generator=torch.Generator().manual_seed(0))
         if self.module.hparams.get("channels_last"):
             example = example.contiguous(memory_format=torch.channels_last)
         try:

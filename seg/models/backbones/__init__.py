@@ -16,13 +16,21 @@ from collections.abc import Sequence
 
 from seg.models.backbones import resnet, vgg
 from seg.models.backbones.protocol import Backbone
+from seg.models.support.input_channels import adapt_input_channels
 from seg.utils.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 SEG_BACKBONES = (*resnet.NAMES, *vgg.NAMES)
 
 
 def build_backbone(
-    name: str, *, output_stride: int = 8, multi_grid: Sequence[int] | None = None, weights: str | None = None
+    name: str,
+    *,
+    output_stride: int = 8,
+    multi_grid: Sequence[int] | None = None,
+    weights: str | None = None,
+    in_channels: int = 3,
+    input_mean: Sequence[float] | None = None,
+    input_std: Sequence[float] | None = None,
 ) -> Backbone:
     """The backbone called ``name`` at ``output_stride``, with ``weights`` loaded strictly (None: random init).
 
@@ -32,6 +40,10 @@ def build_backbone(
         multi_grid: layer4's unit rates (ResNets only; DeepLabv3 Sec. 3.2).
         weights: the family's ImageNet weights: ``imagenet``, a local file, or a family-specific name (a
             torchvision enum, an installed weights package), fetched into the cache on first use when missing.
+        in_channels: input bands; other than 3, the first convolution is rebuilt for them after the weights load,
+            its RGB kernels adapted (:func:`seg.models.support.input_channels.adapt_input_channels`).
+        input_mean: per-band mean of the 0-1 scaled inputs (needed when ``in_channels`` is not 3; for 3 it
+            replaces the weights' normalisation); ``input_std`` likewise.
     """
     name = str(name)
     grid = tuple(int(g) for g in multi_grid) if multi_grid is not None else None
@@ -47,6 +59,12 @@ def build_backbone(
         backbone = TimmBackbone(name, output_stride)
     if weights:
         backbone.load_pretrained(str(weights))
+    if int(in_channels) != 3:
+        adapt_input_channels(backbone, int(in_channels), input_mean, input_std)
+    elif input_mean is not None or input_std is not None:
+        if input_mean is None or input_std is None or len(input_mean) != 3 or len(input_std) != 3:
+            raise ValueError("model.net.input_mean and input_std go together, three values each for RGB")
+        backbone.mean, backbone.std = tuple(float(v) for v in input_mean), tuple(float(v) for v in input_std)
     return backbone
 
 

@@ -1,6 +1,6 @@
 """Segmentation models: backbones (dilated ResNet, VGG-16, timm encoders), ASPP / DeepLabV3+ / FCN / context-module
-heads and the segmenters that join any backbone to any head. Every segmenter maps (B, 3, H, W) to logits
-(B, num_classes, H, W) in eval mode."""
+heads and the segmenters that join any backbone to any head. Every segmenter maps (B, C, H, W) to logits
+(B, num_classes, H, W) in eval mode; C is its ``in_channels`` (3: RGB)."""
 
 from seg.models.aspp import ASPP, DeepLabHead
 from seg.models.backbones import build_backbone, input_normalization

@@ -24,7 +24,7 @@ class Backbone(Protocol):
     std: tuple[float, ...]
 
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
-        """``{"low", "aux", "out"}`` features of a normalised batch ``(B, 3, H, W)``: "low" at stride 4, "out" at
+        """``{"low", "aux", "out"}`` features of a normalised batch ``(B, C, H, W)``: "low" at stride 4, "out" at
         the output stride, "aux" from the stage before it (a ResNet's layer1, layer3, layer4)."""
         ...
 

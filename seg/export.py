@@ -1,9 +1,12 @@
-"""Export entry point: ``python -m seg.export ckpt_path=PATH format=onnx|torchscript [quantize=int8]``.
+"""Export entry point: ``python -m seg.export ckpt_path=PATH format=onnx|export|torchscript [quantize=int8]``.
 
-ONNX (torch.onnx's dynamo exporter) with dynamic batch, height and width, or TorchScript (traced; the traced graph
-keeps the input size symbolic). Each file is reloaded and checked against the PyTorch model on random inputs of
-two sizes; the max abs logit difference is printed and the command fails above ``tolerance``. ``quantize=int8``
-adds an onnxruntime static-int8 model and reports its mIoU change and speed-up on the val split.
+ONNX (torch.onnx's dynamo exporter) with dynamic batch, height and width, for onnxruntime and other runtimes; a
+``torch.export`` program (``model.pt2``: PyTorch's successor to TorchScript, loadable with ``torch.export.load``
+without seg, the input to AOTInductor) with the same dynamic axes; or TorchScript (traced; the traced graph keeps
+the input size symbolic; TorchScript is no longer developed upstream). Each file is reloaded and checked against
+the PyTorch model on random inputs of two sizes; the max abs logit difference is printed and the command fails
+above ``tolerance``. ``quantize=int8`` adds an onnxruntime static-int8 model and reports its mIoU change and
+speed-up on the val split.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from seg.utils.cli import entry_point
 from seg.utils.extras import require
 from seg.utils.progress import progress_bar
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "export", "torchscript")
 _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's enum names
 CALIBRATION_METHODS = tuple(_ORT_METHOD)
 Runner = Callable[[np.ndarray], np.ndarray]  # a float32 batch (B, 3, H, W) -> logits, whatever runs it
@@ -43,7 +46,6 @@ def export_onnx(net: nn.Module, path: str | Path, opset: int = 18, bands: int = 
     """Write ``net`` (fp32, eval) as ONNX: input "image" (batch, bands, height, width) -> output "logits", batch
     and sizes dynamic."""
     require("onnxscript", "export")  # torch.onnx's dynamo exporter needs onnx and onnxscript
-    batch, height, width = (torch.export.Dim(n, min=m) for n, m in (("batch", 1), ("height", 16), ("width", 16)))
     example = torch.randn(1, bands, 64, 64)
     torch.onnx.export(
         net,
@@ -53,11 +55,36 @@ def export_onnx(net: nn.Module, path: str | Path, opset: int = 18, bands: int = 
         output_names=["logits"],
         opset_version=opset,
         dynamo=True,
-        dynamic_shapes=({0: batch, 2: height, 3: width},),
+        dynamic_shapes=_dynamic_axes(),
         external_data=False,
         verbose=False,
     )
     return Path(path)
+
+
+def _dynamic_axes() -> tuple[dict[int, object], ...]:
+    """Batch, height and width dynamic (16 px at least: the smallest input the strided stem takes)."""
+    batch, height, width = (torch.export.Dim(n, min=m) for n, m in (("batch", 1), ("height", 16), ("width", 16)))
+    return ({0: batch, 2: height, 3: width},)
+
+
+def export_program(net: nn.Module, path: str | Path, bands: int = 3) -> Path:
+    """Write ``net`` (fp32, eval) as a ``torch.export`` program with dynamic batch, height and width:
+    ``torch.export.load(path).module()`` runs it without seg."""
+    program = torch.export.export(net, (torch.randn(1, bands, 64, 64),), dynamic_shapes=_dynamic_axes())
+    torch.export.save(program, str(path))
+    return Path(path)
+
+
+def program_runner(path: str | Path) -> Runner:
+    """The saved ``torch.export`` program, reloaded, as a function of a numpy batch."""
+    module = torch.export.load(str(path)).module()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
 
 
 def export_torchscript(net: nn.Module, path: str | Path, bands: int = 3) -> Path:
@@ -222,11 +249,14 @@ def export(cfg: DictConfig, console: Console | None = None) -> dict:
     net = copy.deepcopy(loaded.net).float().eval()
     bands = len(loaded.net.input_mean)  # 3, or the run's model.net.in_channels
 
-    path = out_dir / ("model.onnx" if cfg.format == "onnx" else "model.pt")
+    path = out_dir / {"onnx": "model.onnx", "export": "model.pt2", "torchscript": "model.pt"}[cfg.format]
     with console.status(f"exporting {cfg.format} to {path}"):
         if cfg.format == "onnx":
             export_onnx(net, path, cfg.opset, bands)
             run = onnx_runner(path)
+        elif cfg.format == "export":
+            export_program(net, path, bands)
+            run = program_runner(path)
         else:
             export_torchscript(net, path, bands)
             run = torchscript_runner(path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,26 @@ def test_torchscript_export_runs_at_any_size(cfg_train, tmp_path):
     x = torch.randn(2, 3, 33, 71)
     with torch.no_grad():
         np.testing.assert_allclose(run(x.numpy()), net(x).numpy(), atol=1e-4)
+
+
+def test_a_torch_export_program_loads_without_seg_and_matches_at_other_sizes(cfg_train, tmp_path):
+    """format=export: a torch.export program with dynamic batch and size, reloaded in a fresh interpreter that
+    never imports seg, gives the eager model's logits."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    report = export(export_cfg(ckpt, tmp_path / "pt2", "format=export"))
+    assert report["file"].endswith("model.pt2") and max(report["max_abs_diff"].values()) < 1e-4
+    net = load_model(ckpt).net.float().to(memory_format=torch.contiguous_format)
+    x = torch.randn(2, 3, 45, 83)
+    torch.save(x, tmp_path / "x.pt")
+    script = (
+        "import sys, torch; program = torch.export.load(sys.argv[1]).module(); "
+        "out = program(torch.load(sys.argv[2])); torch.save(out, sys.argv[3]); "
+        "assert not any(m.startswith('seg') for m in sys.modules)"
+    )
+    args = [str(tmp_path / "pt2" / "model.pt2"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
+    subprocess.run([sys.executable, "-c", script, *args], check=True, cwd=tmp_path, timeout=300)
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.load(tmp_path / "y.pt").numpy(), net(x).numpy(), atol=1e-4)
 
 
 def test_bad_export_options_are_refused(cfg_train, tmp_path):

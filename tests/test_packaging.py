@@ -111,7 +111,7 @@ def test_a_non_editable_install_trains_from_another_directory(tmp_path):
         timeout=300,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
-    assert "seg.models.DeepLabV3" in shown.stdout
+    assert "seg.models.deeplabv3.DeepLabV3" in shown.stdout
     run = subprocess.run(
         [
             sys.executable,

@@ -132,7 +132,7 @@ def test_fixed_indices_spread_over_the_split():
 
 def test_the_default_training_config_logs_four_validation_images():
     cfg = compose_cfg()
-    assert cfg.callbacks.val_images._target_ == "seg.callbacks.ValidationImageLogger"
+    assert cfg.callbacks.val_images._target_ == "seg.callbacks.image_logger.ValidationImageLogger"
     assert cfg.callbacks.val_images.num_samples == 4
 
 

@@ -30,7 +30,7 @@ from seg.utils.machine import PRECISION_ENV, SPEED_FLAGS, cpu_flags, cpu_model, 
 PROVENANCE_FILE = "provenance.json"
 # distribution names: the libraries whose versions change what a run computes
 LIBRARIES = ("seg", "torch", "torchvision", "timm", "pytorch-lightning", "hydra-core", "torchmetrics", "numpy")
-_SOURCE = Path(__file__).resolve().parent.parent  # the checkout's root when seg runs from one
+_SOURCE = Path(__file__).resolve().parents[2]  # the checkout's root when seg runs from one (seg/runs/..)
 
 
 def _now() -> str:
@@ -92,7 +92,7 @@ def machine_record() -> dict[str, Any]:
 def command_line() -> str:
     """This process's command line as a user would type it: ``python -m seg.train ...`` or ``seg-train ...``."""
     prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
-    if prog.suffix == ".py" and prog.resolve().parent == Path(__file__).resolve().parent:
+    if prog.suffix == ".py" and prog.resolve().parent == _SOURCE / "seg":
         head = ["python", "-m", f"seg.{prog.stem}"]  # python -m seg.X sets argv[0] to seg/X.py
     else:
         head = [prog.name]

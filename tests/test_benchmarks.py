@@ -56,6 +56,16 @@ def test_training_precision_benchmark_times_a_recipe_in_both_precisions():
     assert "| quickstart | 2 x 96x96 |" in out and "machine: " in out
 
 
+def test_step_time_benchmark_sizes_equal_time_schedules():
+    """The quickstart at output stride 32 and 8: the stride-8 step costs more, so it gets fewer steps."""
+    configs = ["model.net.output_stride=32", "model.net.output_stride=8"]
+    out = bench("step_time.py", *configs, "--rounds", "1", "--budget-steps", "100")
+    rows = [line for line in out.splitlines() if line.startswith("| `model.net.output_stride=")]
+    (os32, os8) = ([cell.strip() for cell in row.split("|")] for row in rows)
+    assert os32[-2] == "100" and 0 < int(os8[-2]) < 100 and float(os8[-3]) > float(os32[-3]), out
+    assert "budget: 100 steps of the first configuration" in out
+
+
 def test_sliding_window_benchmark_asserts_identical_outputs():
     out = bench(
         "sliding_window.py",

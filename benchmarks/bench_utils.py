@@ -115,3 +115,33 @@ def sgd_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool,
         opt.zero_grad(set_to_none=True)
 
     return step
+
+
+def composed_training_step(overrides: list[str], bf16: bool, max_batch: int | None = None):
+    """A closure running one training step of the config ``seg.train`` would compose from ``overrides``
+    (``SegModule.training_step`` + backward + SGD on a seeded random batch of its batch size and crop, random
+    weights, no data loading), and the (batch, height, width) it trains on; ``max_batch`` caps the batch."""
+    from hydra.utils import instantiate
+
+    from seg.utils.compose import compose_config
+
+    cfg = compose_config([*overrides, "model.net.weights=null"])
+    crop = cfg.data.train_transform.crop_size
+    h, w = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    batch = cfg.data.batch_size if max_batch is None else min(cfg.data.batch_size, max_batch)
+    torch.manual_seed(0)
+    module = instantiate(cfg.model)
+    module.train()
+    opt = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, h, w, generator=g)
+    y = torch.randint(0, cfg.model.num_classes, (batch, h, w), generator=g, dtype=torch.uint8)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.training_step((x, y), 0)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, (batch, h, w)

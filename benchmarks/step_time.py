@@ -21,38 +21,18 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-from hydra.utils import instantiate
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, interleave, median  # noqa: E402
-
-from seg.utils.compose import compose_config  # noqa: E402
+from bench_utils import composed_training_step, header, interleave, median  # noqa: E402
 
 
 def config_step(overrides: list[str]):
-    """A closure running one training step of the composed configuration, and (batch, height, width)."""
-    cfg = compose_config([*overrides, "model.net.weights=null"])
-    crop = cfg.data.train_transform.crop_size
-    h, w = (crop, crop) if isinstance(crop, int) else tuple(crop)
-    batch = cfg.data.batch_size
-    torch.manual_seed(0)
-    module = instantiate(cfg.model)
-    module.train()
-    opt = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, h, w, generator=g)
-    y = torch.randint(0, cfg.model.num_classes, (batch, h, w), generator=g, dtype=torch.uint8)
-    bf16 = str(cfg.trainer.precision).startswith("bf16")
+    """A closure running one training step of the composed configuration (in its own training precision), its
+    (batch, height, width) and that precision."""
+    from seg.utils.compose import compose_config
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = module.training_step((x, y), 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step, (batch, h, w), str(cfg.trainer.precision)
+    precision = str(compose_config(overrides).trainer.precision)
+    step, shape = composed_training_step(overrides, bf16=precision.startswith("bf16"))
+    return step, shape, precision
 
 
 def main(argv: list[str] | None = None) -> None:

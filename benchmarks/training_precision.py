@@ -24,13 +24,8 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-from hydra.utils import instantiate
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import header, interleave, median  # noqa: E402
-
-from seg.utils.compose import compose_config  # noqa: E402
+from bench_utils import composed_training_step, header, interleave, median  # noqa: E402
 
 # recipe -> the overrides that compose it; weights off (see above), the paper recipe on its VOC setting
 RECIPES = {
@@ -43,26 +38,7 @@ RECIPES = {
 
 def recipe_step(name: str, bf16: bool, max_batch: int | None):
     """A closure running one training step of recipe ``name``, and the (batch, height, width) it trains on."""
-    cfg = compose_config(RECIPES[name])
-    crop = cfg.data.train_transform.crop_size
-    h, w = (crop, crop) if isinstance(crop, int) else tuple(crop)
-    batch = cfg.data.batch_size if max_batch is None else min(cfg.data.batch_size, max_batch)
-    torch.manual_seed(0)
-    module = instantiate(cfg.model)
-    module.train()
-    opt = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, h, w, generator=g)
-    y = torch.randint(0, cfg.model.num_classes, (batch, h, w), generator=g, dtype=torch.uint8)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = module.training_step((x, y), 0)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step, (batch, h, w)
+    return composed_training_step(RECIPES[name], bf16, max_batch)
 
 
 def main() -> None:

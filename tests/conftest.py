@@ -9,7 +9,7 @@ import pytest
 from omegaconf import DictConfig, open_dict
 
 from seg.data.synthetic import generate
-from tests.helpers import TINY, compose_cfg
+from tests.helpers import TINY, LoopbackServer, compose_cfg
 
 
 def pytest_configure(config):
@@ -73,3 +73,11 @@ def _no_seed_leaks():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def server():
+    """An HTTP server on 127.0.0.1 for the fetching code's tests (:class:`tests.helpers.LoopbackServer`)."""
+    s = LoopbackServer()
+    yield s
+    s.close()

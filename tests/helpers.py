@@ -3,6 +3,9 @@ API as the entry points use it, the tiny synthetic-data settings, ../shared/data
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,59 @@ def fake_run(cfg: DictConfig, run_dir: Path, seed: int = 0) -> Path:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
     return ckpt
+
+
+class LoopbackServer:
+    """Serves ``files`` (URL path -> bytes) on 127.0.0.1 and records each request (with its Range header);
+    ``mode`` "corrupt" flips a byte of every body, "drop" closes the connection half-way; ``ranges`` answers a
+    Range request with the rest (206). Every answer carries the headers of a Hugging Face hub file too."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self.mode = "ok"
+        self.ranges = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def do_GET(self) -> None:
+                self._answer(body=True)
+
+            def _answer(self, body: bool) -> None:
+                asked = self.headers.get("Range")
+                server.requests.append(f"{self.command} {self.path}" + (f" {asked}" if asked else ""))
+                data = server.files.get(self.path.split("?")[0])
+                if data is None:
+                    self.send_error(404)
+                    return
+                sha = hashlib.sha256(data).hexdigest()
+                start = int(asked.split("=")[1].split("-")[0]) if asked and server.ranges else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("ETag", f'"{sha}"')
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.end_headers()
+                if not body:
+                    return
+                if server.mode == "corrupt":
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                if server.mode == "drop":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(data[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

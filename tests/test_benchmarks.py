@@ -57,12 +57,14 @@ def test_training_precision_benchmark_times_a_recipe_in_both_precisions():
 
 
 def test_step_time_benchmark_sizes_equal_time_schedules():
-    """The quickstart at output stride 32 and 8: the stride-8 step costs more, so it gets fewer steps."""
+    """The quickstart at output stride 32 and 8: the first gets the budget's 100 steps, the other the steps its own
+    step time fits into the same time (checked against the printed times, not against a timing order)."""
     configs = ["model.net.output_stride=32", "model.net.output_stride=8"]
     out = bench("step_time.py", *configs, "--rounds", "1", "--budget-steps", "100")
     rows = [line for line in out.splitlines() if line.startswith("| `model.net.output_stride=")]
     (os32, os8) = ([cell.strip() for cell in row.split("|")] for row in rows)
-    assert os32[-2] == "100" and 0 < int(os8[-2]) < 100 and float(os8[-3]) > float(os32[-3]), out
+    assert os32[-2] == "100" and os32[3] == os8[3], out  # both in the machine's default precision
+    assert abs(int(os8[-2]) - 100 * float(os32[-3]) / float(os8[-3])) <= 1, out
     assert "budget: 100 steps of the first configuration" in out
 
 

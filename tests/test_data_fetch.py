@@ -21,7 +21,6 @@ from seg.data import fetch as fetch_module
 from seg.data.camvid import CamVidSegmentation
 from seg.data.fetch import Archive, fetch
 from seg.utils.download import DownloadError
-from tests.test_fetch import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = {"train": 3, "val": 2, "test": 2}
@@ -58,13 +57,6 @@ def flip_in_last_member(data: bytes) -> bytes:
         last = z.infolist()[-1]
     offset = last.header_offset + 30 + len(last.filename.encode()) + len(last.extra) + last.compress_size // 2
     return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import io
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,69 +19,7 @@ from seg.models.backbones.timm import timm_weights_file
 from seg.models.support import weights as weights_module
 from seg.models.support.weights import torchvision_weights_file
 from seg.utils.download import DownloadError, download, hash_prefix
-
-
-class Server:
-    """Serves ``files`` (URL path -> bytes) on 127.0.0.1 and records each request (with its Range header);
-    ``mode`` "corrupt" flips a byte of every body, "drop" closes the connection half-way; ``ranges`` answers a
-    Range request with the rest (206). Every answer carries the headers of a Hugging Face hub file too."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        self.mode = "ok"
-        self.ranges = False
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_HEAD(self) -> None:
-                self._answer(body=False)
-
-            def do_GET(self) -> None:
-                self._answer(body=True)
-
-            def _answer(self, body: bool) -> None:
-                asked = self.headers.get("Range")
-                server.requests.append(f"{self.command} {self.path}" + (f" {asked}" if asked else ""))
-                data = server.files.get(self.path.split("?")[0])
-                if data is None:
-                    self.send_error(404)
-                    return
-                sha = hashlib.sha256(data).hexdigest()
-                start = int(asked.split("=")[1].split("-")[0]) if asked and server.ranges else 0
-                self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.send_header("ETag", f'"{sha}"')
-                self.send_header("X-Repo-Commit", "0" * 40)
-                self.end_headers()
-                if not body:
-                    return
-                if server.mode == "corrupt":
-                    data = bytes([data[0] ^ 0xFF]) + data[1:]
-                if server.mode == "drop":
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(2)
-                    return
-                self.wfile.write(data[start:])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
+from tests.helpers import LoopbackServer
 
 
 @pytest.fixture
@@ -106,7 +42,7 @@ def resnet18_file() -> tuple[bytes, dict]:
     return buffer.getvalue(), state
 
 
-def serve_as_torchvision_enum(server: Server, monkeypatch, data: bytes) -> Path:
+def serve_as_torchvision_enum(server: LoopbackServer, monkeypatch, data: bytes) -> Path:
     """``data`` served under a torch hub file name carrying its hash prefix, as torchvision's enum of resnet18
     (a stand-in enum: the real one points at download.pytorch.org)."""
     name = f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"

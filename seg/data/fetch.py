@@ -143,14 +143,15 @@ def unpack(archive: Path, item: Archive, dest_dir: Path) -> Path:
             with tarfile.open(archive) as t:
                 members = [m for m in t.getmembers() if m.name.startswith(f"{item.member}/")]
                 t.extractall(staging, members, filter="data")  # no absolute paths, links out or device files
-        if not members:
-            raise ValueError(f"{archive}: holds no {item.member}/ folder; is it the right archive?")
-        staging.joinpath(item.member).replace(target)
+        if members:
+            staging.joinpath(item.member).replace(target)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as e:
         why = " ".join(str(e).split())  # one line
         raise ValueError(f"{archive}: cannot unpack it (corrupt or truncated?): {why}; nothing was unpacked") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if not members:
+        raise ValueError(f"{archive}: holds no {item.member}/ folder; is it the right archive? Nothing was unpacked")
     return target
 
 

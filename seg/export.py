@@ -71,7 +71,8 @@ def _dynamic_axes() -> tuple[dict[int, object], ...]:
 def export_program(net: nn.Module, path: str | Path, bands: int = 3) -> Path:
     """Write ``net`` (fp32, eval) as a ``torch.export`` program with dynamic batch, height and width:
     ``torch.export.load(path).module()`` runs it without seg."""
-    program = torch.export.export(net, (torch.randn(1, bands, 64, 64),), dynamic_shapes=_dynamic_axes())
+    example = torch.randn(2, bands, 64, 64)  # a batch of 1 would be specialised to 1 (torch.export's 0/1 rule)
+    program = torch.export.export(net, (example,), dynamic_shapes=_dynamic_axes())
     torch.export.save(program, str(path))
     return Path(path)
 

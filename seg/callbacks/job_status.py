@@ -30,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seg.utils.atomic import write_json_atomic
+from seg.utils.cli import LAST_ERROR
 
 STATUS_FILE = "job_status.json"
 
@@ -97,6 +98,7 @@ class JobStatusCallback(Callback):
         self._config_name = "train"
         self._previous_handlers: dict[int, Any] = {}
         self._interrupted = False
+        self._ended = False
 
     def _write(self, record: dict) -> None:
         assert self._path is not None
@@ -153,7 +155,10 @@ class JobStatusCallback(Callback):
             self._config_name = HydraConfig.get().job.config_name or self._config_name
         _last_checkpoint.clear()  # a multirun's jobs share the process
         self._interrupted = False
+        self._ended = False
+        LAST_ERROR.clear()
         self._write({"status": "running"})
+        atexit.register(self._on_exit)
         try:
             for signum, handler in ((signal.SIGTERM, self._on_sigterm), (signal.SIGINT, self._on_sigint)):
                 if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup / `&` in a script: left ignored
@@ -161,7 +166,15 @@ class JobStatusCallback(Callback):
         except ValueError:  # not the main thread: signals cannot be caught here
             self._previous_handlers.clear()
 
+    def _on_exit(self) -> None:
+        """A single run that ended with one ``error:`` line exits inside Hydra's job, before ``on_job_end``:
+        record it as failed with that error (:data:`seg.utils.cli.LAST_ERROR`)."""
+        if not self._ended and LAST_ERROR and self._path is not None:
+            elapsed = round(time.time() - self._start, 1)
+            self._write({"status": "failed", "elapsed_s": elapsed, "error": LAST_ERROR[0]})
+
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        self._ended = True
         if not _writes(config):
             return
         for signum, previous in self._previous_handlers.items():

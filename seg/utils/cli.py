@@ -74,17 +74,20 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-# (type, message) -> "run" or "sweep" of the errors that jobs raised for Hydra to record (JobStatusCallback writes
-# "failed" with the error), so that compact_config_errors, to which Hydra re-raises them, prints them in one line.
-# Not the exceptions themselves: their tracebacks hold the jobs' models.
-_JOB_ERRORS: dict[tuple[type, str], str] = {}
+# (type, message) of the errors sweep jobs raised for Hydra to record, so that compact_config_errors knows the one
+# a sweeper re-raises to stop the sweep (not the exceptions themselves: their tracebacks hold the jobs' models)
+_SWEEP_JOB_ERRORS: set[tuple[type, str]] = set()
+# "<type>: <message>" of the error a single run ended with, for JobStatusCallback (seg.callbacks.job_status) to
+# record at exit: the run ends inside Hydra's job (sys.exit), so Hydra's job-end callbacks do not run
+LAST_ERROR: list[str] = []
 
 
 def exit_on_error(fn: F) -> F:
-    """Wrap an entry point's task: a known error (:data:`seg.utils.errors.USER_ERRORS`) is noted and re-raised for
-    Hydra to record the job as failed (job callbacks run: ``job_status.json`` says "failed" with the error); the
-    command then ends with one ``error: <message>`` line and exit status 1 (:func:`compact_config_errors`). In a
-    multirun the sweep goes on with its other jobs. ``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
+    """Wrap an entry point: a known error prints ``error: <message>`` to stderr and exits 1 (and is kept in
+    :data:`LAST_ERROR` for the job's status record).
+
+    ``HYDRA_FULL_ERROR=1`` re-raises instead, for the full traceback; so does a multirun job, for Hydra to record
+    it as failed and go on with the sweep.
     """
 
     @functools.wraps(fn)
@@ -92,8 +95,14 @@ def exit_on_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            _JOB_ERRORS[(type(e), str(e))] = "sweep" if in_multirun() else "run"
-            raise
+            if in_multirun():
+                _SWEEP_JOB_ERRORS.add((type(e), str(e)))  # for compact_config_errors, if the sweeper re-raises it
+                raise
+            if full_error_requested():
+                raise
+            LAST_ERROR[:] = [f"{type(e).__name__}: {e}"]
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -127,11 +136,10 @@ def compact_config_errors() -> Iterator[None]:
                 print(f"error: {one_line(e)}{cause}{plugin_hint(str(e))}", file=sys.stderr)
                 sys.exit(1)
             except USER_ERRORS as e:
-                kind = _JOB_ERRORS.get((type(e), str(e)))
-                if full_error_requested() or kind is None:
+                if full_error_requested() or (type(e), str(e)) not in _SWEEP_JOB_ERRORS:
                     raise
-                # a job's error that exit_on_error re-raised for Hydra to record; a sweeper re-raises it to stop
-                print(f"error: {'sweep stopped: ' if kind == 'sweep' else ''}{one_line(e)}", file=sys.stderr)
+                # a sweep job's error (exit_on_error re-raised it for Hydra to record), re-raised by the sweeper
+                print(f"error: sweep stopped: {one_line(e)}", file=sys.stderr)
                 sys.exit(1)
 
         return original(guarded)

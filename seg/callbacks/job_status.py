@@ -158,6 +158,7 @@ class JobStatusCallback(Callback):
         self._ended = False
         LAST_ERROR.clear()
         self._write({"status": "running"})
+        atexit.unregister(self._on_exit)  # once per process, however many jobs a multirun runs in it
         atexit.register(self._on_exit)
         try:
             for signum, handler in ((signal.SIGTERM, self._on_sigterm), (signal.SIGINT, self._on_sigint)):

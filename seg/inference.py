@@ -13,6 +13,7 @@ from torch import Tensor
 from seg.utils.sizes import pair
 
 MODES = ("whole", "slide")
+BLENDS = ("flat", "linear", "gaussian")
 PRECISIONS = ("32", "bf16", "16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
@@ -28,6 +29,7 @@ class InferenceConfig:
     window: tuple[int, int] | None = None  # (H, W) of a sliding window
     stride: tuple[int, int] | None = None  # (H, W) step between windows; None = 2/3 of the window
     window_batch: int = 8  # windows per forward pass
+    blend: str = "flat"  # how overlapping windows are weighted: flat | linear | gaussian (window_weights)
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     precision: str | None = None
@@ -54,6 +56,8 @@ class InferenceConfig:
             raise ValueError(f"inference.precision={self.precision!r}; expected one of {PRECISIONS}")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"inference.scales={list(self.scales)}; expected positive factors")
+        if self.blend not in BLENDS:
+            raise ValueError(f"inference.blend={self.blend!r}; expected one of {BLENDS}")
         if self.window_batch < 1:
             raise ValueError(f"inference.window_batch={self.window_batch}; expected >= 1")
         if self.mode == "slide":
@@ -98,6 +102,7 @@ class InferenceConfig:
         text = self.mode
         if self.mode == "slide":
             text += f" {self.window[0]}x{self.window[1]}/{self.stride[0]}x{self.stride[1]}"
+            text += f" {self.blend}" if self.blend != "flat" else ""
         if self.input_scale != 1.0:
             text += f" at x{self.input_scale:g}"
         if self.scales != (1.0,):
@@ -129,13 +134,37 @@ def windows(height: int, width: int, window: tuple[int, int], stride: tuple[int,
     return boxes
 
 
+def window_weights(height: int, width: int, blend: str = "flat") -> Tensor:
+    """(height, width) float32 weights of one window's scores where windows overlap, all positive.
+
+    ``flat``: 1 everywhere (a plain average of the overlapping windows, mmsegmentation's rule). ``linear``: a
+    pyramid, 1 at the centre falling towards 1/n at the border. ``gaussian``: a Gaussian of sigma 1/8 of the side
+    (nnU-Net's rule), at least 1e-3: a window's border, where it sees least context, counts least.
+    """
+
+    def ramp(n: int) -> Tensor:
+        i = torch.arange(n, dtype=torch.float32)
+        if blend == "linear":
+            return torch.minimum(i + 1, n - i) / ((n + 1) // 2)
+        sigma = max(n / 8, 1e-6)
+        return torch.exp(-((i - (n - 1) / 2) ** 2) / (2 * sigma**2)).clamp_min(1e-3)
+
+    if blend == "flat":
+        return torch.ones(height, width)
+    if blend not in BLENDS:
+        raise ValueError(f"blend={blend!r}; expected one of {BLENDS}")
+    return ramp(height)[:, None] * ramp(width)[None, :]
+
+
 def slide_logits(model: Callable[[Tensor], Tensor], images: Tensor, cfg: InferenceConfig) -> Tensor:
-    """Logits from overlapping windows, ``cfg.window_batch`` windows per forward pass, overlaps averaged."""
+    """Logits from overlapping windows, ``cfg.window_batch`` windows per forward pass, overlaps averaged with the
+    weights of ``cfg.blend`` (:func:`window_weights`)."""
     b, _, h, w = images.shape
     boxes = windows(h, w, cfg.window, cfg.stride)
-    count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
+    weight = window_weights(boxes[0][1] - boxes[0][0], boxes[0][3] - boxes[0][2], cfg.blend).to(images.device)
+    total = images.new_zeros((1, 1, h, w), dtype=torch.float32)
     for y0, y1, x0, x1 in boxes:
-        count[..., y0:y1, x0:x1] += 1
+        total[0, 0, y0:y1, x0:x1] += weight
     crops = [(i, box) for i in range(b) for box in boxes]
     logits: Tensor | None = None
     for start in range(0, len(crops), cfg.window_batch):
@@ -145,8 +174,8 @@ def slide_logits(model: Callable[[Tensor], Tensor], images: Tensor, cfg: Inferen
         if logits is None:
             logits = out.new_zeros((b, out.shape[1], h, w))
         for (i, (y0, y1, x0, x1)), o in zip(chunk, out, strict=True):
-            logits[i, :, y0:y1, x0:x1] += o
-    return logits / count
+            logits[i, :, y0:y1, x0:x1] += o * weight if cfg.blend != "flat" else o
+    return logits / total
 
 
 def _forward(model: Callable[[Tensor], Tensor], x: Tensor, cfg: InferenceConfig) -> Tensor:

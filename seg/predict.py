@@ -3,6 +3,9 @@
 Writes one mask per image under the same relative name (``.png``) at the image's resolution: a palette PNG of
 class indices with the dataset's colours (``format=index``), or Cityscapes labelIds for the official test server
 (``format=labelIds``); ``overlay=true`` adds ``overlay/<name>.jpg``. An unreadable image is reported and skipped.
+An image larger than ``max_whole_pixels`` (or any image under ``inference.mode=slide``) is predicted window by
+window, one band of rows at a time (:mod:`seg.large_image`), with a progress bar over its windows; its class map is
+written band by band as a tiled TIFF (``<name>.tif``) when it has more than ``tiff_above_pixels`` pixels.
 ``input=clip.mp4`` (any video OpenCV reads) writes ``<output>/<clip>.mp4``: the coloured masks over the frames at the
 video's size and frame rate, and reports frames per second. Pixels are read as stored (no EXIF rotation), as in
 training; images that carry a rotation tag are named in a warning.
@@ -10,6 +13,7 @@ training; images that carry a rotation tag are named in a warning.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import time
 from dataclasses import dataclass, field
@@ -27,12 +31,13 @@ from seg.data.cityscapes import LABELS, CityscapesSegmentation
 from seg.data.io import (
     IMAGE_SUFFIXES,
     check_image_options,
-    read_image,
     warn_orientation_tags,
     write_image,
     write_index_mask,
 )
+from seg.data.raster import RowSource, close_rows, open_rows, write_tiled_mask
 from seg.inference import InferenceConfig, auto_flag, infer
+from seg.large_image import predict_rows, window_count
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
 from seg.utils.cli import entry_point
@@ -97,6 +102,21 @@ class Predictor:
         scores = infer(self.module, x, self.inference)
         return scores.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
 
+    def windowed(self) -> InferenceConfig:
+        """The inference options for window-by-window prediction: ``slide`` with the run's window."""
+        if self.inference.mode == "slide":
+            return self.inference
+        if self.inference.window is None:
+            raise ValueError(
+                "a large image is predicted window by window and the run records no training crop: "
+                "set inference.window=[H,W]"
+            )
+        return dataclasses.replace(self.inference, mode="slide", stride=None)
+
+    def rows(self, source: RowSource, advance=None):
+        """Class-index rows of ``source``, top to bottom (:func:`seg.large_image.predict_rows`)."""
+        return predict_rows(self.module, source, self.transform, self.windowed(), self.device, advance)
+
 
 def _device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
@@ -129,33 +149,66 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     if video:
         return predict_video(Path(str(cfg.input)), out, predictor, palette, cfg.overlay_alpha, console)
     warn_orientation_tags([src for src, _ in inputs])
-    label_ids = train_to_label_ids()
     result = Predictions()
     with progress_bar(console) as progress:
         for src, rel in progress.track(inputs, description=f"predict ({inference.describe()})"):
             try:
-                image = read_image(src, scaling, extra_bands)
+                source = open_rows(src, scaling, extra_bands)
             except (OSError, ValueError) as e:
                 result.skipped.append((src, str(e)))
                 progress.console.print(f"skipped {e}", markup=False, highlight=False, soft_wrap=True)
                 continue
-            mask = predictor(image)
-            dst = out / rel.with_suffix(".png")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if cfg.format == "labelIds":
-                write_image(dst, label_ids[mask])
-            else:
-                write_index_mask(dst, mask, palette)
-            if cfg.overlay:
-                blend = overlay(image, mask, palette, cfg.overlay_alpha)
-                (out / "overlay" / rel).parent.mkdir(parents=True, exist_ok=True)
-                write_image(out / "overlay" / rel.with_suffix(".jpg"), blend)
-            result.written.append(dst)
+            try:
+                result.written.append(predict_image(source, out, rel, predictor, cfg, palette, progress))
+            finally:
+                close_rows(source)
     if not result.written:
         raise ValueError(f"none of the {len(inputs)} input images could be read (first: {result.skipped[0][1]})")
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
     console.print(f"wrote {len(result.written)} masks to {out}{skipped}", markup=False, soft_wrap=True)
     return result
+
+
+def predict_image(
+    source: RowSource, out: Path, rel: Path, predictor: Predictor, cfg: DictConfig, palette: np.ndarray, progress
+) -> Path:
+    """Write the mask of one image (``out / rel`` with the mask's suffix) and its overlay; return the mask's path.
+
+    Images up to ``cfg.max_whole_pixels`` go through ``predictor`` whole (unless ``inference.mode=slide``); larger
+    ones window by window, a band of rows at a time, written band by band as a tiled TIFF above
+    ``cfg.tiff_above_pixels`` (no overlay then: it would need the whole image).
+    """
+    height, width = source.height, source.width
+    label_ids = train_to_label_ids() if cfg.format == "labelIds" else None
+    tiled = height * width > cfg.tiff_above_pixels
+    dst = out / rel.with_suffix(".tif" if tiled else ".png")
+    image = None
+    if predictor.inference.mode == "whole" and height * width <= cfg.max_whole_pixels:
+        image = source.read(0, height)
+        mask = predictor(image)
+    else:
+        windowed = predictor.windowed()
+        description = f"  windows of {source.path.name} ({windowed.describe()})"
+        task = progress.add_task(description, total=window_count(height, width, windowed))
+        rows = predictor.rows(source, advance=lambda n: progress.advance(task, n))
+        try:
+            if tiled:
+                rows = (label_ids[r] for r in rows) if label_ids is not None else rows
+                write_tiled_mask(dst, rows, height, width, palette if label_ids is None else None)
+                if cfg.overlay:
+                    progress.console.print(f"no overlay for {source.path}: its mask is a tiled TIFF", markup=False)
+                return dst
+            mask = np.concatenate(list(rows))
+        finally:
+            progress.remove_task(task)
+    if label_ids is not None:
+        write_image(dst, label_ids[mask])
+    else:
+        write_index_mask(dst, mask, palette)
+    if cfg.overlay:
+        image = source.read(0, height) if image is None else image
+        write_image(out / "overlay" / rel.with_suffix(".jpg"), overlay(image, mask, palette, cfg.overlay_alpha))
+    return dst
 
 
 def predict_video(

@@ -13,7 +13,7 @@ import pytest
 import seg
 
 PACKAGE = Path(seg.__file__).parent
-CORE = {"seg.module", "seg.losses", "seg.metrics", "seg.inference", "seg.viz"}
+CORE = {"seg.module", "seg.losses", "seg.metrics", "seg.inference", "seg.large_image", "seg.viz"}
 COMMANDS = {"seg", "seg.train", "seg.evaluate", "seg.predict", "seg.export"}  # seg: registers the resolvers
 ORDER = ["utils", "models", "data", "core", "runs", "callbacks", "commands"]
 RANK = {"utils": 0, "models": 1, "data": 1, "core": 2, "runs": 3, "callbacks": 4, "commands": 5}

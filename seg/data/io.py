@@ -127,14 +127,26 @@ def read_image(path: str | Path, scaling: str | float | None = None, extra_bands
     # OpenCV 4.x decodes a truncated JPEG with only a warning: check the end-of-image marker ourselves
     if data[:2].tobytes() == b"\xff\xd8" and not _jpeg_ends(data[-16:].tobytes(), lambda: data.tobytes()):
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
+    return model_bands(image, path, scaling, extra_bands)
+
+
+def model_bands(
+    image: np.ndarray, path: str | Path, scaling: str | float | None, extra_bands: str, bgr: bool = True
+) -> np.ndarray:
+    """A decoded image (or a band of its rows) at its stored depth as the model's uint8 RGB, by the rules of
+    :func:`read_image`; ``bgr``: the first three bands are in OpenCV's order (False: RGB, as tifffile reads)."""
     bands = _bands(image)
+
+    def rgb(x: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(x, cv2.COLOR_BGR2RGB) if bgr else x
+
     if extra_bands == "keep":
         if image.dtype != np.uint8:
             image = to_uint8(image, scaling, path) if scaling is not None else _refuse_depth(path, image)
         if image.ndim == 2:
             return image[..., None]
-        rgb = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB) if bands >= 3 else image
-        return np.concatenate([rgb, image[..., 3:]], axis=2) if bands > 3 else rgb
+        first = rgb(np.ascontiguousarray(image[..., :3])) if bands >= 3 else image
+        return np.concatenate([first, image[..., 3:]], axis=2) if bands > 3 else first
     if bands > 3:
         extra = image[..., 3:]
         opaque_alpha = (
@@ -151,7 +163,7 @@ def read_image(path: str | Path, scaling: str | float | None = None, extra_bands
         image = to_uint8(image, scaling, path) if scaling is not None else _refuse_depth(path, image)
     if _bands(image) == 1:
         return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return rgb(np.ascontiguousarray(image))
 
 
 def read_index_mask(path: str | Path) -> np.ndarray:

@@ -106,10 +106,13 @@ class Predictor:
         """The inference options for window-by-window prediction: ``slide`` with the run's window."""
         if self.inference.mode == "slide":
             return self.inference
+        larger = "an image larger than max_whole_pixels is predicted window by window"
         if self.inference.window is None:
+            raise ValueError(f"{larger} and the run records no training crop: set inference.window=[H,W]")
+        if self.inference.input_scale != 1.0:
             raise ValueError(
-                "a large image is predicted window by window and the run records no training crop: "
-                "set inference.window=[H,W]"
+                f"{larger} at its own scale, and this model runs at input_scale {self.inference.input_scale:g}: "
+                "resize the image first, or raise max_whole_pixels to predict it whole"
             )
         return dataclasses.replace(self.inference, mode="slide", stride=None)
 

@@ -157,11 +157,29 @@ def test_malloc_benchmark_runs_both_variants_in_their_own_processes():
 
 def test_camvid_speed_benchmark_times_each_runtime():
     out = bench(
-        "camvid_speed.py", "--experiment", "camvid_imagenet_cpu", "--size", "64", "96", "--batch", "2", "--rounds", "2"
+        "camvid_speed.py",
+        "--experiment",
+        "camvid_imagenet_cpu",
+        "--size",
+        "64",
+        "96",
+        "--batch",
+        "2",
+        "--rounds",
+        "2",
+        "--bf16",
     )
     assert "untrained camvid_imagenet_cpu: input_scale 1.0, frames 64x96" in out
     assert "| eager fp32 NCHW |" in out and "| eager fp32 channels_last |" in out
     assert "| eager fp32 channels_last, BatchNorm folded |" in out and "folded 55 BatchNorms" in out
+    assert "| eager bf16 autocast channels_last, BatchNorm folded |" in out
+
+
+@pytest.mark.slow
+def test_camvid_speed_compiled_runtimes_compile_and_match_eager():
+    out = bench("camvid_speed.py", "--size", "64", "96", "--batch", "2", "--rounds", "2", "--compile")
+    assert "| torch.compile fp32 (Inductor, freezing), BatchNorm folded |" in out
+    assert "class map differs from eager fp32 on 0.000% of the test frame's pixels" in out
 
 
 def test_camvid_speed_profile_breaks_a_frame_down():
@@ -169,3 +187,11 @@ def test_camvid_speed_profile_breaks_a_frame_down():
     parts = ("| encoder (backbone) |", "| head (logits at the feature size) |", "| upsample to the frame + argmax |")
     assert all(part in out for part in parts), out[-2000:]
     assert "Self CPU" in out
+
+
+def test_large_image_benchmark_runs_both_paths_and_cleans_up(tmp_path):
+    out = bench("large_image.py", "--sides", "400", "--folder", str(tmp_path / "li"))
+    rows = [line for line in out.splitlines() if line.startswith("| 400 |")]
+    assert [row.split("|")[3].strip() for row in rows] == ["slide", "windows"]
+    assert all(float(row.split("|")[5]) > 0 for row in rows)  # a peak memory was measured
+    assert not (tmp_path / "li").exists()

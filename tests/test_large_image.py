@@ -193,3 +193,13 @@ def test_mask_path_keeps_subfolders(cfg_train, tmp_path):
     assert [p.relative_to(out).as_posix() for p in result.written] == ["sub/a.png"]
     assert (out / "overlay" / "sub" / "a.jpg").is_file()
     assert Path(result.written[0]).is_file()
+
+
+def test_a_large_image_for_a_downscaling_model_asks_for_a_choice(cfg_train, tmp_path):
+    cfg_train.model.input_scale = 0.5
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    Image.fromarray(np.zeros((70, 90, 3), np.uint8)).save(tmp_path / "a.png")
+    cfg = predict_cfg(ckpt, tmp_path / "a.png", tmp_path / "out", "max_whole_pixels=1000")
+    with pytest.raises(ValueError, match="runs at input_scale 0.5: resize the image first, or raise max_whole_pixels"):
+        predict(cfg)
+    assert len(predict(predict_cfg(ckpt, tmp_path / "a.png", tmp_path / "out")).written) == 1

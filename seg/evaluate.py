@@ -37,6 +37,9 @@ def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> SegDataModule:
         "val_batch_size": cfg.get("batch_size"),
         "num_workers": cfg.get("num_workers"),
     }
+    if cfg.get("split") is not None and data_cfg.get("extra_val_splits"):
+        # one split is scored: a run's extra validation split (a held-out sequence) can be that split
+        overrides["extra_val_splits"] = []
     datamodule = instantiate(data_cfg, **{k: v for k, v in overrides.items() if v is not None})
     datamodule.prepare_data()
     datamodule.setup("validate")

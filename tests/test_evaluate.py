@@ -176,3 +176,13 @@ def test_data_root_override_reads_the_runs_dataset_from_another_copy(cfg_train, 
         voc_cfg = compose_cfg([f"ckpt_path={ckpt}", "data=voc", "data.root=/v", *extra], config_name=name)
         voc = data_config(voc_cfg, loaded)
         assert voc.root == "/v" and voc.dataset._target_.endswith("VOCSegmentation")
+
+
+def test_split_may_be_one_the_run_validated_on_as_an_extra_split(cfg_train, tmp_path):
+    """A run validated on an extra split (a held-out sequence) is scored on that split alone with split=NAME;
+    before, the run's extra_val_splits made the data module refuse it as "already the val split"."""
+    with open_dict(cfg_train):
+        cfg_train.data.extra_val_splits = ["train"]
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    report = evaluate(eval_cfg(ckpt, tmp_path / "eval", "split=train"))
+    assert report["split"] == "train" and report["images"] == len(SyntheticShapes(cfg_train.data.root, "train"))

@@ -3,8 +3,8 @@
 Writes one mask per image under the same relative name (``.png``) at the image's resolution: a palette PNG of
 class indices with the dataset's colours (``format=index``), or Cityscapes labelIds for the official test server
 (``format=labelIds``); ``overlay=true`` adds ``overlay/<name>.jpg``. An unreadable image is reported and skipped.
-An image larger than ``max_whole_pixels`` (or any image under ``inference.mode=slide``) is predicted window by
-window, one band of rows at a time (:mod:`seg.large_image`), with a progress bar over its windows; its class map is
+An image larger than ``max_whole_pixels`` (or under ``inference.mode=slide`` any image, for a model that does not
+rescale its input) is predicted window by window, one band of rows at a time (:mod:`seg.large_image`), with a progress bar over its windows; its class map is
 written band by band as a tiled TIFF (``<name>.tif``) when it has more than ``tiff_above_pixels`` pixels.
 ``input=clip.mp4`` (any video OpenCV reads) writes ``<output>/<clip>.mp4``: the coloured masks over the frames at the
 video's size and frame rate, and reports frames per second. Pixels are read as stored (no EXIF rotation), as in
@@ -177,16 +177,20 @@ def predict_image(
 ) -> Path:
     """Write the mask of one image (``out / rel`` with the mask's suffix) and its overlay; return the mask's path.
 
-    Images up to ``cfg.max_whole_pixels`` go through ``predictor`` whole (unless ``inference.mode=slide``); larger
-    ones window by window, a band of rows at a time, written band by band as a tiled TIFF above
-    ``cfg.tiff_above_pixels`` (no overlay then: it would need the whole image).
+    Images up to ``cfg.max_whole_pixels`` go through ``predictor`` in memory (under ``inference.mode=slide`` only
+    when the model rescales its input); the others window by window, a band of rows at a time, written as a tiled
+    TIFF above ``cfg.tiff_above_pixels`` (no overlay then: it would need the whole image).
     """
     height, width = source.height, source.width
     label_ids = train_to_label_ids() if cfg.format == "labelIds" else None
     tiled = height * width > cfg.tiff_above_pixels
     dst = out / rel.with_suffix(".tif" if tiled else ".png")
     image = None
-    if predictor.inference.mode == "whole" and height * width <= cfg.max_whole_pixels:
+    inference = predictor.inference
+    # in memory: images that fit, under whole-image inference or for a model that rescales its input (windows
+    # then slide over the rescaled image, seg.inference.slide_logits); the rest window by window, band by band
+    fits = height * width <= cfg.max_whole_pixels
+    if fits and (inference.mode == "whole" or inference.input_scale != 1.0):
         image = source.read(0, height)
         mask = predictor(image)
     else:

@@ -203,3 +203,6 @@ def test_a_large_image_for_a_downscaling_model_asks_for_a_choice(cfg_train, tmp_
     with pytest.raises(ValueError, match="runs at input_scale 0.5: resize the image first, or raise max_whole_pixels"):
         predict(cfg)
     assert len(predict(predict_cfg(ckpt, tmp_path / "a.png", tmp_path / "out")).written) == 1
+    # an image that fits still slides its windows over the rescaled image, in memory, as before
+    slide = predict(predict_cfg(ckpt, tmp_path / "a.png", tmp_path / "slide", "inference=slide"))
+    assert len(slide.written) == 1 and not slide.skipped

@@ -4,8 +4,9 @@ Writes one mask per image under the same relative name (``.png``) at the image's
 class indices with the dataset's colours (``format=index``), or Cityscapes labelIds for the official test server
 (``format=labelIds``); ``overlay=true`` adds ``overlay/<name>.jpg``. An unreadable image is reported and skipped.
 An image larger than ``max_whole_pixels`` (or under ``inference.mode=slide`` any image, for a model that does not
-rescale its input) is predicted window by window, one band of rows at a time (:mod:`seg.large_image`), with a progress bar over its windows; its class map is
-written band by band as a tiled TIFF (``<name>.tif``) when it has more than ``tiff_above_pixels`` pixels.
+rescale its input) is predicted window by window, one band of rows at a time (:mod:`seg.large_image`), with a
+progress bar over its windows; its class map is written band by band as a tiled TIFF (``<name>.tif``) when it has
+more than ``tiff_above_pixels`` pixels.
 ``input=clip.mp4`` (any video OpenCV reads) writes ``<output>/<clip>.mp4``: the coloured masks over the frames at the
 video's size and frame rate, and reports frames per second. Pixels are read as stored (no EXIF rotation), as in
 training; images that carry a rotation tag are named in a warning.

@@ -206,3 +206,20 @@ def test_a_large_image_for_a_downscaling_model_asks_for_a_choice(cfg_train, tmp_
     # an image that fits still slides its windows over the rescaled image, in memory, as before
     slide = predict(predict_cfg(ckpt, tmp_path / "a.png", tmp_path / "slide", "inference=slide"))
     assert len(slide.written) == 1 and not slide.skipped
+
+
+@pytest.mark.parametrize(
+    ("shape", "extra_bands", "photometric"),
+    [((90, 70), "error", "minisblack"), ((90, 70, 4), "keep", "rgb"), ((90, 70, 4), "drop", "rgb")],
+)
+def test_grey_and_four_band_tiffs_read_by_chunks_as_read_image_reads_them(tmp_path, shape, extra_bands, photometric):
+    data = (np.random.default_rng(5).random(shape) * 65535).astype(np.uint16)
+    path = tmp_path / "bands.tif"
+    extra = {"extrasamples": [0]} if len(shape) == 3 else {}
+    tifffile.imwrite(path, data, tile=(32, 32), photometric=photometric, **extra)
+    source = open_rows(path, scaling="dtype", extra_bands=extra_bands)
+    assert isinstance(source, TiffRows)
+    whole = read_image(path, scaling="dtype", extra_bands=extra_bands)
+    assert whole.shape[2] == {"error": 3, "keep": 4, "drop": 3}[extra_bands]
+    assert np.array_equal(source.read(0, 90), whole) and np.array_equal(source.read(40, 75), whole[40:75])
+    source.close()

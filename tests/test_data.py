@@ -159,6 +159,34 @@ def test_train_transform_keeps_alignment_and_pads_mask_with_255():
     assert padded_seen
 
 
+def test_color_jitter_changes_colours_within_its_ranges_and_leaves_the_mask_alone():
+    """With the geometry fixed (crop = image, scale 1, no flip), jitter changes the image, never the mask, and
+    its brightness factor stays within 1 +- 0.3 (a grey image: contrast, saturation and hue leave grey grey)."""
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 3, (40, 60), dtype=np.uint8)
+    grey = np.full((40, 60, 3), 100, dtype=np.uint8)
+    plain = train_transforms(crop_size=(40, 60), scale_range=(1.0, 1.0), hflip=False, mean=(0, 0, 0), std=(1, 1, 1))
+    jitter = train_transforms(
+        crop_size=(40, 60),
+        scale_range=(1.0, 1.0),
+        hflip=False,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        color_jitter=[0.3, 0.0, 0.0, 0.0],
+    )
+    jitter.set_random_seed(0)
+    base = plain(image=grey, mask=mask)["image"]
+    factors = []
+    for _ in range(20):
+        out = jitter(image=grey, mask=mask)
+        assert np.array_equal(out["mask"].numpy(), mask)
+        factors.append(float(out["image"].mean() / base.mean()))
+    assert 0.7 - 0.01 <= min(factors) and max(factors) <= 1.3 + 0.01
+    assert max(factors) - min(factors) > 0.2  # the factor is drawn per image
+    with pytest.raises(ValueError, match=r"color_jitter=\[0.3, 0.2\]: expected \[brightness, contrast"):
+        train_transforms(color_jitter=[0.3, 0.2])
+
+
 def test_val_transform_keeps_full_resolution():
     image, mask = _coded_sample(37, 51)
     out = val_transforms()(image=image, mask=mask)

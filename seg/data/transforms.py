@@ -26,8 +26,21 @@ def train_transforms(
     hflip: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    color_jitter: Sequence[float] | None = None,
 ) -> A.Compose:
-    """Random scale, pad (image 0, mask 255), random crop (H, W), horizontal flip, normalise, to tensor."""
+    """Random scale, pad (image 0, mask 255), random crop (H, W), horizontal flip, photometric jitter, normalise,
+    to tensor.
+
+    Args:
+        crop_size: (H, W) of the crop, or one side.
+        scale_range: factors the image is resized by first, drawn uniformly.
+        hflip: flip left-right with probability 0.5.
+        mean, std: normalisation of 0-1 scaled images (the backbone's; set by the data module).
+        color_jitter: ``[brightness, contrast, saturation, hue]``, each drawn per image from ``1 +- value``
+            (hue: a shift of ``+- value`` of the colour circle, at most 0.5), applied to the image only, in a random
+            order (albumentations' ``ColorJitter``); ``null``: none. Streets shot in other light are the case
+            (issue 34: the unseen CamVid sequence).
+    """
     h, w = pair(crop_size)
     lo, hi = scale_range
     steps = [
@@ -43,6 +56,16 @@ def train_transforms(
     ]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
+    if color_jitter is not None:
+        values = [float(v) for v in color_jitter]
+        if len(values) != 4 or min(values) < 0 or max(values[:3]) >= 1 or values[3] > 0.5:
+            raise ValueError(
+                f"color_jitter={list(color_jitter)}: expected [brightness, contrast, saturation, hue] with the "
+                "first three in [0, 1) and hue in [0, 0.5]"
+            )
+        b, c, sat, hue = values
+        ranges = {"brightness": (1 - b, 1 + b), "contrast": (1 - c, 1 + c), "saturation": (1 - sat, 1 + sat)}
+        steps.append(A.ColorJitter(**ranges, hue=(-hue, hue), p=1.0))
     steps += [A.Normalize(mean=mean, std=std), ToTensorV2()]
     # strict=True: albumentations 2.x only warns about unknown arguments (e.g. the pre-2.0 `mask_value`)
     return A.Compose(steps, strict=True)

@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -141,3 +141,27 @@ def test_finetune_callbacks_from_config(cfg_train, tmp_path):
     train(cfg_train)
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["global_step"] == 2 and report["epoch"] == 2  # stopped by EarlyStopping, not max_epochs
+
+
+def test_weight_averaging_from_lightning_validates_and_checkpoints_the_average(cfg_train, tmp_path):
+    """Issue 34's EMA lever through seg.train: '+callbacks.ema={_target_: ...EMAWeightAveraging, decay: ...}'.
+    The final validation and last.ckpt's state_dict hold the averaged weights (seg-evaluate scores those), the raw
+    weights ride along in the checkpoint; a moving average of a changing model differs from it."""
+    from seg.evaluate import evaluate
+    from tests.test_evaluate import eval_cfg
+
+    with open_dict(cfg_train):
+        cfg_train.callbacks.ema = {"_target_": "pytorch_lightning.callbacks.EMAWeightAveraging", "decay": 0.5}
+    cfg_train.trainer.max_epochs = 1
+    cfg_train.trainer.limit_train_batches = 4
+    train(cfg_train)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    averaged, current = ckpt["state_dict"], ckpt["current_model_state"]
+    name = next(k for k in averaged if k.endswith("weight") and averaged[k].dim() == 4)
+    assert not torch.equal(averaged[name], current[name])
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg_train, tmp_path / ".hydra" / "config.yaml")  # what Hydra writes for a seg-train run
+    scored = evaluate(eval_cfg(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "eval", "inference.precision=32"))
+    assert scored["mIoU"] == pytest.approx(report["mIoU"], abs=2e-3)
+    assert scored["mIoU"] > 0

@@ -187,6 +187,25 @@ def test_color_jitter_changes_colours_within_its_ranges_and_leaves_the_mask_alon
         train_transforms(color_jitter=[0.3, 0.2])
 
 
+def test_cat_max_ratio_redraws_crops_that_one_class_fills():
+    """A frame that is 90% class 0 with a 10 px strip of class 1 at the right: a 20 x 20 crop has class 0 under 75%
+    only when it starts at x >= 76, 5 of 81 positions (6%); redrawn up to 10 times, 1 - 0.94^10 = 46% of them."""
+    mask = np.zeros((100, 100), dtype=np.uint8)
+    mask[:, 90:] = 1
+    image = np.zeros((100, 100, 3), dtype=np.uint8)
+
+    def share_ok(transform) -> float:
+        transform.set_random_seed(0)
+        crops = [transform(image=image, mask=mask)["mask"].numpy() for _ in range(100)]
+        return float(np.mean([len(np.unique(c)) > 1 and (c == 0).mean() < 0.75 for c in crops]))
+
+    common = {"crop_size": 20, "scale_range": (1.0, 1.0), "hflip": False}
+    plain, balanced = share_ok(train_transforms(**common)), share_ok(train_transforms(**common, cat_max_ratio=0.75))
+    assert plain < 0.15 and 0.3 < balanced < 0.65, (plain, balanced)
+    with pytest.raises(ValueError, match="cat_max_ratio=1.5: expected a share in"):
+        train_transforms(cat_max_ratio=1.5)
+
+
 def test_val_transform_keeps_full_resolution():
     image, mask = _coded_sample(37, 51)
     out = val_transforms()(image=image, mask=mask)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import albumentations as A
 import cv2
+import numpy as np
 from albumentations.pytorch import ToTensorV2
 from omegaconf import DictConfig, open_dict
 
@@ -20,6 +21,29 @@ TRANSFORM_KEYS = ("train_transform", "val_transform")
 log = logging.getLogger(__name__)
 
 
+class CatMaxRatioCrop(A.RandomCrop):
+    """A random crop redrawn (up to ``tries`` times) while one class fills ``cat_max_ratio`` or more of its labelled
+    pixels, or it holds a single class: mmsegmentation's ``RandomCrop(cat_max_ratio=...)``, so that road and sky do
+    not fill whole crops and the rare classes are seen more often. The last draw is kept when none qualifies."""
+
+    def __init__(
+        self, height: int, width: int, cat_max_ratio: float = 0.75, ignore_index: int = IGNORE_INDEX, tries: int = 10
+    ) -> None:
+        super().__init__(height=height, width=width, p=1.0)
+        self.cat_max_ratio, self.ignore_index, self.tries = cat_max_ratio, ignore_index, tries
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        mask = data["mask"]
+        for _ in range(self.tries):
+            out = super().get_params_dependent_on_data(params, data)
+            x0, y0, x1, y1 = out["crop_coords"]
+            crop = mask[y0:y1, x0:x1]
+            _, counts = np.unique(crop[crop != self.ignore_index], return_counts=True)
+            if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                break
+        return out
+
+
 def train_transforms(
     crop_size: int | Sequence[int] = 513,
     scale_range: Sequence[float] = (0.5, 2.0),
@@ -27,6 +51,7 @@ def train_transforms(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     color_jitter: Sequence[float] | None = None,
+    cat_max_ratio: float | None = None,
 ) -> A.Compose:
     """Random scale, pad (image 0, mask 255), random crop (H, W), horizontal flip, photometric jitter, normalise,
     to tensor.
@@ -40,9 +65,13 @@ def train_transforms(
             (hue: a shift of ``+- value`` of the colour circle, at most 0.5), applied to the image only, in a random
             order (albumentations' ``ColorJitter``); ``null``: none. Streets shot in other light are the case
             (issue 34: the unseen CamVid sequence).
+        cat_max_ratio: redraw a crop (up to 10 times) while one class fills this share of it or more
+            (:class:`CatMaxRatioCrop`, mmsegmentation's 0.75); ``null``: any crop.
     """
     h, w = pair(crop_size)
     lo, hi = scale_range
+    if cat_max_ratio is not None and not 0 < float(cat_max_ratio) <= 1:
+        raise ValueError(f"cat_max_ratio={cat_max_ratio}: expected a share in (0, 1], or null")
     steps = [
         # RandomScale's scale_limit is offset by 1: (lo - 1, hi - 1) draws factors in [lo, hi]
         A.RandomScale(
@@ -52,7 +81,7 @@ def train_transforms(
             p=1.0,
         ),
         A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
-        A.RandomCrop(height=h, width=w),
+        A.RandomCrop(height=h, width=w) if cat_max_ratio is None else CatMaxRatioCrop(h, w, float(cat_max_ratio)),
     ]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))

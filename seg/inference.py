@@ -138,7 +138,7 @@ def window_weights(height: int, width: int, blend: str = "flat") -> Tensor:
     """(height, width) float32 weights of one window's scores where windows overlap, all positive.
 
     ``flat``: 1 everywhere (a plain average of the overlapping windows, mmsegmentation's rule). ``linear``: a
-    pyramid, 1 at the centre falling towards 1/n at the border. ``gaussian``: a Gaussian of sigma 1/8 of the side
+    pyramid, 1 at the centre falling to 1 / ceil(n / 2) at the border. ``gaussian``: a Gaussian of sigma 1/8 of the side
     (nnU-Net's rule), at least 1e-3: a window's border, where it sees least context, counts least.
     """
 

@@ -35,8 +35,6 @@ class RowSource(Protocol):
 class ArrayRows:
     """A decoded image served band by band (the whole image is in memory)."""
 
-    windowed = False
-
     def __init__(self, path: str | Path, image: np.ndarray) -> None:
         self.path, self.image = Path(path), image
         self.height, self.width = image.shape[:2]
@@ -52,8 +50,6 @@ class NotChunked(Exception):
 class TiffRows:
     """A tiled or striped TIFF read chunk by chunk: a band of rows decodes only the chunk rows it touches (the last
     two chunk rows are kept, as bands of windows overlap)."""
-
-    windowed = True
 
     def __init__(self, path: str | Path, scaling: str | float | None, extra_bands: str) -> None:
         import tifffile

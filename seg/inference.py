@@ -174,7 +174,7 @@ def slide_logits(model: Callable[[Tensor], Tensor], images: Tensor, cfg: Inferen
         if logits is None:
             logits = out.new_zeros((b, out.shape[1], h, w))
         for (i, (y0, y1, x0, x1)), o in zip(chunk, out, strict=True):
-            logits[i, :, y0:y1, x0:x1] += o * weight if cfg.blend != "flat" else o
+            logits[i, :, y0:y1, x0:x1] += o * weight  # flat: times 1.0, exactly o
     return logits / total
 
 

@@ -79,7 +79,7 @@ def predict_rows(
                 scores = out.new_zeros((out.shape[1], win_h, width))
             r0, r1 = y0 - base, y1 - base
             for (x0, x1), o in zip(chunk, out, strict=True):
-                scores[:, r0:r1, x0:x1] += o * weight if cfg.blend != "flat" else o
+                scores[:, r0:r1, x0:x1] += o * weight  # flat: times 1.0, exactly o
                 total[r0:r1, x0:x1] += weight
             if advance is not None:
                 advance(len(chunk))

@@ -36,7 +36,7 @@ from seg.data.io import (
     write_image,
     write_index_mask,
 )
-from seg.data.raster import RowSource, close_rows, open_rows, write_tiled_mask
+from seg.data.raster import RowSource, open_rows, write_tiled_mask
 from seg.inference import InferenceConfig, auto_flag, infer
 from seg.large_image import predict_rows, window_count
 from seg.runs.config import run_inference_defaults
@@ -153,6 +153,7 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     if video:
         return predict_video(Path(str(cfg.input)), out, predictor, palette, cfg.overlay_alpha, console)
     warn_orientation_tags([src for src, _ in inputs])
+    label_ids = train_to_label_ids() if cfg.format == "labelIds" else None
     result = Predictions()
     with progress_bar(console) as progress:
         for src, rel in progress.track(inputs, description=f"predict ({inference.describe()})"):
@@ -163,9 +164,9 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
                 progress.console.print(f"skipped {e}", markup=False, highlight=False, soft_wrap=True)
                 continue
             try:
-                result.written.append(predict_image(source, out, rel, predictor, cfg, palette, progress))
+                result.written.append(predict_image(source, out, rel, predictor, cfg, palette, label_ids, progress))
             finally:
-                close_rows(source)
+                source.close()
     if not result.written:
         raise ValueError(f"none of the {len(inputs)} input images could be read (first: {result.skipped[0][1]})")
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
@@ -174,16 +175,23 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
 
 
 def predict_image(
-    source: RowSource, out: Path, rel: Path, predictor: Predictor, cfg: DictConfig, palette: np.ndarray, progress
+    source: RowSource,
+    out: Path,
+    rel: Path,
+    predictor: Predictor,
+    cfg: DictConfig,
+    palette: np.ndarray,
+    label_ids: np.ndarray | None,
+    progress,
 ) -> Path:
     """Write the mask of one image (``out / rel`` with the mask's suffix) and its overlay; return the mask's path.
 
     Images up to ``cfg.max_whole_pixels`` go through ``predictor`` in memory (under ``inference.mode=slide`` only
     when the model rescales its input); the others window by window, a band of rows at a time, written as a tiled
-    TIFF above ``cfg.tiff_above_pixels`` (no overlay then: it would need the whole image).
+    TIFF above ``cfg.tiff_above_pixels`` (no overlay then: it would need the whole image). ``label_ids``: the
+    trainId -> labelId table of ``format=labelIds``, else None.
     """
     height, width = source.height, source.width
-    label_ids = train_to_label_ids() if cfg.format == "labelIds" else None
     tiled = height * width > cfg.tiff_above_pixels
     dst = out / rel.with_suffix(".tif" if tiled else ".png")
     image = None

@@ -31,6 +31,8 @@ class RowSource(Protocol):
 
     def read(self, y0: int, y1: int) -> np.ndarray: ...
 
+    def close(self) -> None: ...
+
 
 class ArrayRows:
     """A decoded image served band by band (the whole image is in memory)."""
@@ -41,6 +43,9 @@ class ArrayRows:
 
     def read(self, y0: int, y1: int) -> np.ndarray:
         return self.image[y0:y1]
+
+    def close(self) -> None:
+        """Nothing to release: the image is in memory."""
 
 
 class NotChunked(Exception):
@@ -127,13 +132,6 @@ def open_rows(path: str | Path, scaling: str | float | None = None, extra_bands:
         except NotChunked:  # OpenCV decodes it whole
             pass
     return ArrayRows(path, read_image(path, scaling, extra_bands))
-
-
-def close_rows(source: RowSource) -> None:
-    """Release the file a :class:`TiffRows` holds open (a no-op for images in memory)."""
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()
 
 
 def _tiles(rows: Iterable[np.ndarray], width: int, tile: int) -> Iterator[np.ndarray]:

@@ -1,0 +1,148 @@
+"""Lever probes: ``python -m seg.analysis.probes --baseline NAME --split SPLIT --out probes.png NAME=RUN,RUN ...``.
+
+A probe is one lever (a decoder, an augmentation, a schedule) run with some seeds; each ``NAME=RUN,RUN`` argument
+names a probe and its run folders (globs allowed). Every probe is compared with the baseline seed by seed (the
+paired difference and its 95% interval, seg/analysis/paired.py) on ``--split`` (an extra validation split, such as
+a held-out sequence) and on val. Prints a Markdown table (probe, seeds, mean and paired difference on the split,
+val, training minutes, steps) and draws the split's mIoU of every run against its training minutes, one colour
+per probe, its mean as a larger marker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from seg.analysis.paired import PairedDifference, paired_difference
+from seg.analysis.sweep import SEED, Run, load_run, run_value
+
+
+@dataclass
+class Probe:
+    """One lever's runs."""
+
+    name: str
+    runs: list[Run]
+
+    def by_seed(self, split: str) -> dict[str, float]:
+        """Seed -> mIoU on ``split`` ("val" or an extra validation split) of the finished runs."""
+        ok = [r for r in self.runs if r.status == "ok"]
+        return {_seed(r): r.miou if split == "val" else r.split_miou(split) for r in ok}
+
+    def minutes(self) -> list[float]:
+        """Each finished run's training wall time in minutes (metrics.json's ``train_wall_s``)."""
+        return [float(r.metrics["train_wall_s"]) / 60 for r in self.runs if "train_wall_s" in r.metrics]
+
+    def steps(self) -> list[int]:
+        return [int(r.metrics["global_step"]) for r in self.runs if "global_step" in r.metrics]
+
+
+def _seed(run: Run) -> str:
+    """The run's seed: its override, else the composed config's."""
+    return run.overrides.get(SEED) or run_value(run.path, SEED) or "?"
+
+
+def parse_probe(text: str) -> Probe:
+    """``NAME=RUN,RUN`` -> a Probe; each RUN a run folder or a glob of them."""
+    name, sep, folders = text.partition("=")
+    if not sep or not name or not folders:
+        raise SystemExit(f"error: a probe is NAME=RUN[,RUN...], got {text!r}")
+    paths: list[Path] = []
+    for pattern in folders.split(","):
+        matches = sorted(glob.glob(pattern)) or [pattern]
+        paths.extend(Path(m) for m in matches)
+    runs = []
+    for path in paths:
+        if not (path / ".hydra" / "overrides.yaml").is_file():
+            raise SystemExit(f"error: {path} is not a run folder (no .hydra/overrides.yaml); probe {name!r}")
+        runs.append(load_run(path, path.name))
+    return Probe(name, runs)
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
+def _diff(d: PairedDifference) -> str:
+    if d.n == 0:
+        return "-"
+    if d.n == 1:
+        return f"{d.mean:+.4f} (one pair)"
+    verdict = "shown" if d.shown else "not shown"
+    return f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], ahead in {d.positive}/{d.n}: {verdict}"
+
+
+def to_markdown(probes: Sequence[Probe], baseline: Probe, split: str) -> str:
+    """One row per probe: seeds, mean on ``split`` and its paired difference with the baseline, the same on val,
+    mean training minutes and steps."""
+    lines = [
+        f"| probe | seeds | {split} mIoU | - {baseline.name} (95% interval) | val mIoU | - {baseline.name} | "
+        "minutes | steps |",
+        "|---|---|---:|---|---:|---|---:|---:|",
+    ]
+    for probe in probes:
+        held, val = probe.by_seed(split), probe.by_seed("val")
+        seeds = ", ".join(sorted(held, key=lambda s: (len(s), s)))
+        if probe is baseline:
+            d_held = d_val = "-"
+        else:
+            d_held = _diff(paired_difference(held, baseline.by_seed(split)))
+            d_val = _diff(paired_difference(val, baseline.by_seed("val")))
+        steps = sorted(set(probe.steps()))
+        lines.append(
+            f"| {probe.name} | {seeds} | {_mean(list(held.values())):.4f} | {d_held} | "
+            f"{_mean(list(val.values())):.4f} | {d_val} | {_mean(probe.minutes()):.1f} | "
+            f"{'/'.join(map(str, steps))} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(probes: Sequence[Probe], split: str, title: str = "") -> Figure:
+    """The split's mIoU of every run against its training minutes; a probe's mean as a larger marker."""
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for i, probe in enumerate(probes):
+        color = f"C{i % 10}"
+        ok = [r for r in probe.runs if r.status == "ok" and "train_wall_s" in r.metrics]
+        xs = [float(r.metrics["train_wall_s"]) / 60 for r in ok]
+        ys = [r.split_miou(split) for r in ok]
+        ax.scatter(xs, ys, color=color, alpha=0.45, s=22)
+        if xs:
+            ax.scatter([_mean(xs)], [_mean(ys)], color=color, s=90, edgecolor="black", label=probe.name)
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel(f"{split} mIoU")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or f"{split} mIoU per probe (small: one seed, large: the mean)", fontsize=10)
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m seg.analysis.probes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("probes", nargs="+", help="NAME=RUN[,RUN...] (run folders or globs)")
+    parser.add_argument("--baseline", required=True, help="the probe the others are paired with")
+    parser.add_argument("--split", required=True, help="the extra validation split to judge on, e.g. train@0006R0")
+    parser.add_argument("--out", type=Path, default=None, help="write the figure here (PNG)")
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    probes = [parse_probe(text) for text in args.probes]
+    named = {p.name: p for p in probes}
+    if args.baseline not in named:
+        parser.error(f"--baseline {args.baseline!r} is none of the probes: {', '.join(named)}")
+    print(to_markdown(probes, named[args.baseline], args.split))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        plot(probes, args.split, args.title).savefig(args.out, dpi=120)
+        print(f"figure: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,26 +39,40 @@ def test_camvid_imagenet_recipe_fine_tunes_the_pretrained_lite0_encoder():
     assert cfg.trainer.max_time == "00:00:55:00"
 
 
-def test_the_train_plus_val_recipe_is_the_imagenet_recipe_on_468_frames():
+def test_the_train_plus_val_recipe_is_the_imagenet_recipe_with_a_separable_decoder_on_468_frames():
     cfg, base = compose_cfg(["+experiment=camvid_imagenet_trainval"]), compose_cfg(["+experiment=camvid_imagenet_cpu"])
     assert cfg.data.train_split == "train+val" and cfg.task_name == "camvid_imagenet_trainval"
-    for key in ("model", "trainer", "callbacks"):
+    net = cfg.model.net
+    assert net._target_ == "seg.models.deeplabv3plus.DeepLabV3Plus" and net.separable
+    assert (net.backbone, net.weights, net.output_stride, list(net.aspp_rates)) == (
+        "tf_efficientnet_lite0",
+        "imagenet",
+        32,
+        [3, 6, 9],
+    )
+    for key in ("trainer", "callbacks"):
         assert cfg[key] == base[key], key
+    model, base_model = (OmegaConf.to_container(c.model) for c in (cfg, base))
+    assert {k: v for k, v in model.items() if k != "net"} == {k: v for k, v in base_model.items() if k != "net"}
     data, base_data = (OmegaConf.to_container(c.data) for c in (cfg, base))  # data.root stays ??? here
     assert {**data, "train_split": "train"} == base_data
 
 
-def test_camvid_imagenet_recipe_validates_on_a_held_out_sequence_too(tmp_path):
+@pytest.mark.parametrize(
+    "experiment, train_split, frames",
+    [("camvid_imagenet_cpu", "train-0006R0", 266), ("camvid_imagenet_trainval", "train+val-0006R0", 367)],
+)
+def test_camvid_imagenet_recipe_validates_on_a_held_out_sequence_too(tmp_path, experiment, train_split, frames):
     from seg.train import train
 
     root = needs_shared("camvid")
     cfg = compose_cfg(
         [
-            "+experiment=camvid_imagenet_cpu",
+            f"+experiment={experiment}",
             f"data.root={root}",
             *FAST,
             "callbacks.progress_bar=null",
-            "data.train_split=train-0006R0",
+            f"data.train_split={train_split}",
             "data.extra_val_splits=[train@0006R0]",
         ]
     )
@@ -74,8 +88,8 @@ def test_camvid_imagenet_recipe_validates_on_a_held_out_sequence_too(tmp_path):
     with (tmp_path / "run" / "csv" / "metrics.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val/train@0006R0/mIoU")]
     assert float(rows[-1]["val/train@0006R0/mIoU"]) == pytest.approx(held_out["mIoU"], abs=1e-6)
-    splits = (tmp_path / "run" / "splits" / "train-0006R0.txt").read_text().split()
-    assert len(splits) == 266 and not any(i.startswith("0006R0") for i in splits)
+    splits = (tmp_path / "run" / "splits" / f"{train_split}.txt").read_text().split()
+    assert len(splits) == frames and len(set(splits)) == frames and not any(i.startswith("0006R0") for i in splits)
 
 
 def test_camvid_dilation_sweep_varies_the_stride_and_the_seed():

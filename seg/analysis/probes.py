@@ -84,8 +84,9 @@ def to_markdown(probes: Sequence[Probe], baseline: Probe, split: str) -> str:
     """One row per probe: seeds, mean on ``split`` and its paired difference with the baseline, the same on val,
     mean training minutes and steps."""
     lines = [
-        f"| probe | seeds | {split} mIoU | - {baseline.name} (95% interval) | val mIoU | - {baseline.name} | "
-        "minutes | steps |",
+        f"baseline: {baseline.name}; differences paired by seed, with their 95% interval (seg/analysis/paired.py)",
+        "",
+        f"| probe | seeds | {split} mIoU | {split} - baseline | val mIoU | val - baseline | minutes | steps |",
         "|---|---|---:|---|---:|---|---:|---:|",
     ]
     for probe in probes:

@@ -51,3 +51,15 @@ def test_cli_writes_the_figure_and_names_a_bad_folder(tmp_path, capsys):
         main(["--baseline", "none", "--split", SPLIT, f"none={tmp_path}/nowhere"])
     with pytest.raises(SystemExit, match="error: a probe is NAME=RUN"):
         main(["--baseline", "none", "--split", SPLIT, "none"])
+
+
+def test_plot_spreads_half_and_full_resolution_minutes_on_a_log_axis(tmp_path):
+    from seg.analysis.probes import plot
+
+    make_run(tmp_path, "half", 1, 0.33, 0.49, 270)
+    make_run(tmp_path, "full", 1, 0.46, 0.80, 2250)
+    close = plot([parse_probe(f"half={tmp_path}/half")], SPLIT).axes[0]
+    spread = plot([parse_probe(f"half={tmp_path}/half"), parse_probe(f"full={tmp_path}/full")], SPLIT).axes[0]
+    assert close.get_xscale() == "linear" and spread.get_xscale() == "log"
+    assert [t.get_text() for t in spread.get_xticklabels()] == ["4", "5", "6", "8", "10", "15", "20", "30", "40"]
+    assert [t.get_text() for t in spread.get_legend().get_texts()] == ["half", "full"]

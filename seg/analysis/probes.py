@@ -14,14 +14,18 @@ import argparse
 import glob
 import math
 import statistics
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from seg.analysis.paired import PairedDifference, paired_difference
 from seg.analysis.sweep import SEED, Run, load_run, run_value
+
+LOG_TICKS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 60, 90, 120, 180, 240)  # minutes on a logarithmic axis
 
 
 @dataclass
@@ -107,22 +111,31 @@ def to_markdown(probes: Sequence[Probe], baseline: Probe, split: str) -> str:
 
 
 def plot(probes: Sequence[Probe], split: str, title: str = "") -> Figure:
-    """The split's mIoU of every run against its training minutes; a probe's mean as a larger marker."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    """The split's mIoU of every run against its training minutes; a probe's mean as a larger marker. The minutes
+    axis is logarithmic where they span more than 4x (half- and full-resolution probes in one figure)."""
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
     ax = fig.subplots()
+    spans = []
     for i, probe in enumerate(probes):
         color = f"C{i % 10}"
         ok = [r for r in probe.runs if r.status == "ok" and "train_wall_s" in r.metrics]
         xs = [float(r.metrics["train_wall_s"]) / 60 for r in ok]
         ys = [r.split_miou(split) for r in ok]
+        spans += xs
         ax.scatter(xs, ys, color=color, alpha=0.45, s=22)
         if xs:
             ax.scatter([_mean(xs)], [_mean(ys)], color=color, s=90, edgecolor="black", label=probe.name)
-    ax.set_xlabel("training minutes")
+    if spans and min(spans) > 0 and max(spans) / min(spans) > 4:
+        ax.set_xscale("log")
+        ticks = [t for t in LOG_TICKS if min(spans) / 1.2 <= t <= max(spans) * 1.2]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training minutes (the fit with its validations)")
     ax.set_ylabel(f"{split} mIoU")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title(title or f"{split} mIoU per probe (small: one seed, large: the mean)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    title = title or f"{split} mIoU per probe (small: one seed, large: the mean)"
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     return fig
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
@@ -116,8 +117,9 @@ def plot(probes: Sequence[Probe], split: str, title: str = "") -> Figure:
     fig = Figure(figsize=(10, 4.8), layout="constrained")
     ax = fig.subplots()
     spans = []
+    palette = colormaps["tab10" if len(probes) <= 10 else "tab20"]  # one colour per probe
     for i, probe in enumerate(probes):
-        color = f"C{i % 10}"
+        color = palette(i % palette.N)
         ok = [r for r in probe.runs if r.status == "ok" and "train_wall_s" in r.metrics]
         xs = [float(r.metrics["train_wall_s"]) / 60 for r in ok]
         ys = [r.split_miou(split) for r in ok]

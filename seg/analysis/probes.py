@@ -36,17 +36,24 @@ class Probe:
     name: str
     runs: list[Run]
 
+    @property
+    def finished(self) -> list[Run]:
+        """The runs that wrote their metrics."""
+        return [r for r in self.runs if r.status == "ok"]
+
     def by_seed(self, split: str) -> dict[str, float]:
         """Seed -> mIoU on ``split`` ("val" or an extra validation split) of the finished runs."""
-        ok = [r for r in self.runs if r.status == "ok"]
-        return {_seed(r): r.miou if split == "val" else r.split_miou(split) for r in ok}
+        return {_seed(r): r.miou if split == "val" else r.split_miou(split) for r in self.finished}
 
-    def minutes(self) -> list[float]:
-        """Each finished run's training wall time in minutes (metrics.json's ``train_wall_s``)."""
-        return [float(r.metrics["train_wall_s"]) / 60 for r in self.runs if "train_wall_s" in r.metrics]
+    def timed(self, split: str) -> list[tuple[float, float]]:
+        """(training minutes, mIoU on ``split``) of each finished run that logged its wall time (``train_wall_s``)."""
+        timed = [r for r in self.finished if "train_wall_s" in r.metrics]
+        return [
+            (float(r.metrics["train_wall_s"]) / 60, r.miou if split == "val" else r.split_miou(split)) for r in timed
+        ]
 
     def steps(self) -> list[int]:
-        return [int(r.metrics["global_step"]) for r in self.runs if "global_step" in r.metrics]
+        return [int(r.metrics["global_step"]) for r in self.finished if "global_step" in r.metrics]
 
 
 def _seed(run: Run) -> str:
@@ -105,7 +112,7 @@ def to_markdown(probes: Sequence[Probe], baseline: Probe, split: str) -> str:
         steps = sorted(set(probe.steps()))
         lines.append(
             f"| {probe.name} | {seeds} | {_mean(list(held.values())):.4f} | {d_held} | "
-            f"{_mean(list(val.values())):.4f} | {d_val} | {_mean(probe.minutes()):.1f} | "
+            f"{_mean(list(val.values())):.4f} | {d_val} | {_mean([m for m, _ in probe.timed(split)]):.1f} | "
             f"{'/'.join(map(str, steps))} |"
         )
     return "\n".join(lines)
@@ -120,9 +127,8 @@ def plot(probes: Sequence[Probe], split: str, title: str = "") -> Figure:
     palette = colormaps["tab10" if len(probes) <= 10 else "tab20"]  # one colour per probe
     for i, probe in enumerate(probes):
         color = palette(i % palette.N)
-        ok = [r for r in probe.runs if r.status == "ok" and "train_wall_s" in r.metrics]
-        xs = [float(r.metrics["train_wall_s"]) / 60 for r in ok]
-        ys = [r.split_miou(split) for r in ok]
+        points = probe.timed(split)
+        xs, ys = [m for m, _ in points], [v for _, v in points]
         spans += xs
         ax.scatter(xs, ys, color=color, alpha=0.45, s=22)
         if xs:

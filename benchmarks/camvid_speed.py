@@ -6,6 +6,7 @@ with BatchNorm folded) and ONNX Runtime (fp32, int8), single frames and batches 
     python benchmarks/camvid_speed.py --profile      # where a frame's time goes: encoder, head, upsampling, ops
     python benchmarks/camvid_speed.py --profile --fold   # the same with BatchNorm folded into the convolutions
     python benchmarks/camvid_speed.py --bf16 --compile   # + bf16 autocast, + torch.compile (Inductor, freezing)
+    python benchmarks/camvid_speed.py --ckpt CKPT --bf16 --compile --int8 --score train@0006R0   # + int8, + mIoU
 
 A frame is a normalised (1, 3, H, W) float batch; its time covers the network at ``model.input_scale`` (the
 resize in, the scores upsampled to H x W) and the argmax to a class map, as ``seg-predict`` runs it.
@@ -13,7 +14,11 @@ resize in, the scores upsampled to H x W) and the argmax to a class map, as ``se
 with AMX, AVX-512 BF16 dot products on an EPYC that has them). ``--compile`` adds it compiled by
 ``torch.compile`` (Inductor with ``freezing``: weights treated as constants, folded and pre-packed for oneDNN; the
 compile time is printed, not counted), in fp32 and, with ``--bf16``, in bf16; each compiled net's class map on the
-test frame is compared with eager fp32's (pixels that differ). ``--onnx-dir`` is a ``seg-export quantize=int8``
+test frame is compared with eager fp32's (pixels that differ). ``--int8`` adds PT2E static int8 (torchao's
+``X86InductorQuantizer``: per-channel int8 weights, per-tensor activations calibrated on ``--calib`` frames of the
+run's train split, then compiled by Inductor: oneDNN's VNNI / AMX int8 kernels; needs ``pip install torchao``).
+``--score SPLIT ...`` (with ``--ckpt``) scores every runtime on the real frames of each split of the run's dataset
+at batch 1 (the dataset-level mIoU seg-evaluate reports, whole frames). ``--onnx-dir`` is a ``seg-export quantize=int8``
 output folder (``model.onnx``, ``model.int8.onnx``, and its ``export.json`` with both models' val mIoU); the ONNX
 models run at the network's input size.
 """
@@ -25,6 +30,7 @@ import copy
 import json
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,37 +118,112 @@ def profile(net: torch.nn.Module, frame: torch.Tensor, scale: float, rounds: int
 def compiled(
     folded: torch.nn.Module, size: list[int], scale: float, bf16: bool
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The folded channels_last net compiled by Inductor with freezing, fp32 (and bf16): runtimes by name."""
-    import time
+    """The folded channels_last net compiled by Inductor with freezing (seg's
+    :func:`~seg.models.support.compile.compile_for_inference`), fp32 (and bf16): runtimes by name."""
+    from seg.models.support.compile import compile_for_inference
 
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True  # parameters as constants: folded, weights pre-packed for oneDNN
-    frame = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
-    frame = F.interpolate(frame, scale_factor=scale, mode="bilinear") if scale != 1.0 else frame
-    frame = frame.contiguous(memory_format=torch.channels_last)
+    frame = test_frame(size, scale)
     with torch.inference_mode():
         reference = folded(frame).argmax(dim=1)
     out = {}
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-        net = torch.compile(copy.deepcopy(folded), dynamic=False)
+        net = compile_for_inference(copy.deepcopy(folded))
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
         def logits(x: torch.Tensor, net=net, autocast=autocast) -> torch.Tensor:
             with torch.inference_mode(), autocast:
                 return net(x.contiguous(memory_format=torch.channels_last)).float()
 
-        start = time.perf_counter()
-        for batch in (1, 8):  # both shapes the timing uses, compiled before it
-            logits(frame.repeat(batch, 1, 1, 1))
-        differ = (logits(frame).argmax(dim=1) != reference).float().mean().item()
         name = f"torch.compile {precision} (Inductor, freezing), BatchNorm folded"
-        print(
-            f"{name}: compiled in {time.perf_counter() - start:.0f} s; class map differs from eager fp32 on "
-            f"{differ:.3%} of the test frame's pixels"
-        )
-        out[name] = logits
+        out[name] = warmed(name, logits, frame, reference)
     return out
+
+
+def test_frame(size: list[int], scale: float) -> torch.Tensor:
+    """A seeded random frame at the network's input size (channels_last)."""
+    frame = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    frame = F.interpolate(frame, scale_factor=scale, mode="bilinear") if scale != 1.0 else frame
+    return frame.contiguous(memory_format=torch.channels_last)
+
+
+def warmed(
+    name: str, logits: Callable[[torch.Tensor], torch.Tensor], frame: torch.Tensor, reference: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``logits`` compiled for both shapes the timing uses (batch 1 and 8); prints the compile time and the
+    pixels of the test frame whose class differs from eager fp32's."""
+    start = time.perf_counter()
+    for batch in (1, 8):
+        logits(frame.repeat(batch, 1, 1, 1))
+    differ = (logits(frame).argmax(dim=1) != reference).float().mean().item()
+    print(
+        f"{name}: compiled in {time.perf_counter() - start:.0f} s; class map differs from eager fp32 on "
+        f"{differ:.3%} of the test frame's pixels"
+    )
+    return logits
+
+
+def int8_pt2e(
+    folded: torch.nn.Module, size: list[int], scale: float, calibration: list[torch.Tensor]
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """PT2E static int8 (torchao's X86InductorQuantizer), calibrated on ``calibration`` frames, compiled by
+    Inductor with freezing: the runtime by name."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    except ImportError as e:
+        raise SystemExit(f"error: --int8 needs torchao (pip install torchao): {e}") from e
+    from seg.models.support.compile import compile_for_inference
+
+    frame = test_frame(size, scale)
+    with torch.inference_mode():
+        reference = folded(frame).argmax(dim=1)
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    start = time.perf_counter()
+    batch = torch.export.Dim("batch", max=64)  # batches of 1 and 8 are timed
+    program = torch.export.export(copy.deepcopy(folded), (frame,), dynamic_shapes=({0: batch},)).module()
+    prepared = prepare_pt2e(program, quantizer)
+    with torch.no_grad():
+        for x in calibration:  # observers record each activation's range
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear") if scale != 1.0 else x
+            prepared(x.contiguous(memory_format=torch.channels_last))
+    net = compile_for_inference(convert_pt2e(prepared))
+    print(f"int8 PT2E: exported, calibrated on {len(calibration)} frames in {time.perf_counter() - start:.0f} s")
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return net(x.contiguous(memory_format=torch.channels_last)).float()
+
+    name = "int8 PT2E (X86InductorQuantizer), compiled"
+    return {name: warmed(name, logits, frame, reference)}
+
+
+def real_frames(ckpt: Path, split: str, limit: int | None = None) -> tuple[list, list[str]]:
+    """(normalised frame (1, 3, H, W), label (1, H, W)) pairs of ``split`` of a run's dataset, and class names."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from seg.runs.loaded import data_config, load_model
+
+    loaded = load_model(ckpt, channels_last=False)
+    data_cfg = data_config(OmegaConf.create({}), loaded)
+    datamodule = instantiate(data_cfg, val_split=split, val_batch_size=1, num_workers=0, extra_val_splits=[])
+    datamodule.setup("validate")
+    frames = []
+    for i, (x, y) in enumerate(datamodule.val_dataloader()):
+        if limit is not None and i >= limit:
+            break
+        frames.append((x, y))
+    return frames, datamodule.class_names
+
+
+def score(run: Callable[[torch.Tensor], torch.Tensor], frames: list, num_classes: int) -> float:
+    """Dataset-level mIoU (seg.metrics' confusion matrix, 255 ignored) of a frame -> class map runtime."""
+    from seg.metrics import ConfusionMatrix, metrics_from_confmat
+
+    confmat = ConfusionMatrix(num_classes, ignore_index=255)
+    for x, y in frames:
+        confmat.update(run(x), y.long())
+    return float(metrics_from_confmat(confmat.compute())["mIoU"])
 
 
 def main() -> None:
@@ -158,7 +239,12 @@ def main() -> None:
     parser.add_argument("--fold", action="store_true", help="with --profile: BatchNorm folded into the convolutions")
     parser.add_argument("--bf16", action="store_true", help="add the folded network under bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="add torch.compile (Inductor, freezing) runtimes")
+    parser.add_argument("--int8", action="store_true", help="add PT2E static int8, compiled (needs torchao)")
+    parser.add_argument("--calib", type=int, default=32, help="--int8: calibration frames of the run's train split")
+    parser.add_argument("--score", nargs="+", default=[], metavar="SPLIT", help="with --ckpt: each runtime's mIoU")
     args = parser.parse_args()
+    if args.score and not args.ckpt:
+        parser.error("--score needs --ckpt (a trained checkpoint and its run's dataset)")
     from bench_utils import interleave, machine
 
     from seg.utils.malloc import keep_freed_memory
@@ -198,6 +284,13 @@ def main() -> None:
         runtimes["eager bf16 autocast channels_last, BatchNorm folded"] = bf16
     if args.compile:
         runtimes.update(compiled(folded, args.size, scale, args.bf16))
+    if args.int8:
+        if args.ckpt:  # the run's own training frames, as seg-export's int8 calibration uses
+            calibration = [x for x, _ in real_frames(args.ckpt, "train", args.calib)[0]]
+        else:
+            generator = torch.Generator().manual_seed(2)
+            calibration = [torch.randn(1, 3, *args.size, generator=generator) for _ in range(args.calib)]
+        runtimes.update(int8_pt2e(folded, args.size, scale, calibration))
     report = {}
     if args.onnx_dir:
         from seg.export import onnx_runner
@@ -220,14 +313,24 @@ def main() -> None:
         f"{machine()}\n{what}: input_scale {scale}, frames {h}x{w}; medians of {args.rounds} single frames and "
         f"{max(2, args.rounds // 4)} batches of {args.batch}, interleaved\n"
     )
-    print("| runtime | ms / frame (batch 1) | frames / s (batch 1) | frames / s (batch 8) | val mIoU |")
-    print("|---|---:|---:|---:|---:|")
-    miou = {"ONNX Runtime fp32": report.get("mIoU_fp32"), "ONNX Runtime int8": report.get("mIoU_int8")}
+    onnx = {"ONNX Runtime fp32": report.get("mIoU_fp32"), "ONNX Runtime int8": report.get("mIoU_int8")}
+    columns = {"val mIoU (export.json)": onnx} if report else {}
+    for split in args.score:
+        frames, classes = real_frames(args.ckpt, split)
+        start = time.perf_counter()
+        columns[f"mIoU {split} ({len(frames)} frames)"] = {
+            name: score(fn, frames, len(classes)) for name, fn in pipelines.items()
+        }
+        took = time.perf_counter() - start
+        print(f"scored {len(pipelines)} runtimes on {len(frames)} frames of {split} in {took:.0f} s\n")
+    names = ["ms / frame (batch 1)", "frames / s (batch 1)", f"frames / s (batch {args.batch})", *columns]
+    print(f"| runtime | {' | '.join(names)} |\n|---|{'---:|' * len(names)}")
     for name in runtimes:
         ms = statistics.median(single[name]) * 1000
         fps_batch = args.batch / statistics.median(batched[name])
-        score = miou.get(name)
-        print(f"| {name} | {ms:.1f} | {1000 / ms:.1f} | {fps_batch:.1f} | {'' if score is None else f'{score:.4f}'} |")
+        scores = ["" if (v := column.get(name)) is None else f"{v:.4f}" for column in columns.values()]
+        cells = [f"{ms:.1f}", f"{1000 / ms:.1f}", f"{fps_batch:.1f}", *scores]
+        print(f"| {name} | {' | '.join(cells)} |")
     if report:
         print(f"\n(val mIoU of the ONNX models from {args.onnx_dir / 'export.json'}: {report.get('images')} images)")
 

@@ -1,9 +1,12 @@
 """Evaluation entry point: ``python -m seg.evaluate ckpt_path=PATH [inference=whole|slide|ms_flip] [data=...]``.
 
-Runs the training validation (``SegModule.validation_step``, so the numbers agree) with the chosen inference
-mode under ``Trainer.validate``; prints the rich table and writes ``metrics.json`` (the training schema plus the
-confusion matrix) and ``confusion_matrix.png`` into the evaluate run folder. Exact under DDP: the validation
-sampler never pads and the confusion matrix is summed over processes.
+Runs the training validation (``SegModule.validation_step``) with the chosen inference mode under
+``Trainer.validate``; prints the rich table and writes ``metrics.json`` (the training schema plus the confusion
+matrix and how the net ran) and ``confusion_matrix.png`` into the evaluate run folder. By default the net runs on
+the fastest path that keeps the accuracy on the machine at hand: bf16 autocast on a CPU with bf16 units (val mIoU
+within 0.001 of fp32 on CamVid, benchmarks/RESULTS.md section 26); ``inference.precision=32`` scores it as the
+fp32 training validation did, to every digit. Exact under DDP: the validation sampler never pads and the
+confusion matrix is summed over processes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, RichProgressBar
@@ -20,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from seg.callbacks.evaluation_report import EvaluationReport
 from seg.data.datamodule import SegDataModule
-from seg.inference import InferenceConfig, auto_flag
+from seg.inference import InferenceConfig, auto_flag, runtime_label
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
 from seg.runs.provenance import provenance
@@ -47,6 +51,12 @@ def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> SegDataModule:
     return datamodule
 
 
+def device_type(accelerator: str) -> str:
+    """``"cuda"`` or ``"cpu"``: where ``trainer.accelerator`` runs the evaluation (its inference defaults differ)."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "cuda" if gpu else "cpu"
+
+
 def evaluate(cfg: DictConfig) -> dict | None:
     """Score ``cfg.ckpt_path``; return the written report (None on ranks other than 0)."""
     out_dir = Path(cfg.paths.output_dir)
@@ -54,8 +64,11 @@ def evaluate(cfg: DictConfig) -> dict | None:
     # provenance.json: the code, libraries, machine, precision and command of this run, completed at its end
     with provenance(out_dir, "evaluate", write=rank_zero_only.rank == 0) as record:
         loaded = load_model(cfg.ckpt_path, out_dir, channels_last=auto_flag(cfg.inference.channels_last))
-        inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
+        device = device_type(cfg.trainer.get("accelerator", "cpu"))
+        inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg, device))
         folded = loaded.fold_batchnorm() if inference.fold_batchnorm else 0
+        if inference.compile:
+            loaded.compile()
         datamodule = build_datamodule(cfg, loaded)
         # Lightning's precision plugin owns autocast here, exactly as during the training validation
         loaded.module.inference = dataclasses.replace(inference, precision=None)
@@ -68,8 +81,10 @@ def evaluate(cfg: DictConfig) -> dict | None:
             "inference": inference.describe(),
             "precision": inference.precision,
             "batchnorm_folded": folded,
+            "compiled": inference.compile,
+            "runtime": runtime_label(inference, folded),
         }
-        title = f"{extra['dataset']} {split}, {extra['images']} images, {inference.describe()} ({inference.precision})"
+        title = f"{extra['dataset']} {split}, {extra['images']} images, {inference.describe()} ({extra['runtime']})"
         writer = EvaluationReport(out_dir, datamodule.class_names, extra, title)
         callbacks: list[Callback] = [writer]
         if cfg.trainer.get("enable_progress_bar", True):

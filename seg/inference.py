@@ -38,6 +38,8 @@ class InferenceConfig:
     # seg-evaluate / seg-predict fold BatchNorm into the convolutions when they load the model
     # (seg.models.support.fold_bn); the validation during training never does
     fold_batchnorm: bool = False
+    # seg-evaluate / seg-predict compile the net (Inductor with freezing, seg.models.support.compile) when set
+    compile: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once (Hydra passes ListConfig and ints)
@@ -48,6 +50,7 @@ class InferenceConfig:
         set_(self, "channels_last", bool(self.channels_last))
         set_(self, "input_scale", float(self.input_scale))
         set_(self, "fold_batchnorm", bool(self.fold_batchnorm))
+        set_(self, "compile", bool(self.compile))
         if self.input_scale <= 0:
             raise ValueError(f"inference.input_scale={self.input_scale}; expected a positive factor")
         if self.mode not in MODES:
@@ -98,7 +101,7 @@ class InferenceConfig:
         return self.scales == (1.0,) and not self.flip
 
     def describe(self) -> str:
-        """A short label such as ``slide 64x64/32x32, scales 0.5-1.75 + flip``."""
+        """A short label such as ``slide 64x64/32x32, scales 0.5-1.75 + flip`` (how images become scores)."""
         text = self.mode
         if self.mode == "slide":
             text += f" {self.window[0]}x{self.window[1]}/{self.stride[0]}x{self.stride[1]}"
@@ -108,6 +111,15 @@ class InferenceConfig:
         if self.scales != (1.0,):
             text += f", scales {min(self.scales):g}-{max(self.scales):g}"
         return text + (" + flip" if self.flip else "")
+
+
+def runtime_label(cfg: InferenceConfig, folded: int = 0) -> str:
+    """How the net runs, for reports: ``compiled bf16, channels_last, BatchNorm folded (55)``."""
+    precision = {"32": "fp32", "bf16": "bf16 autocast", "16": "fp16 autocast", None: "caller's precision"}
+    parts = [("compiled " if cfg.compile else "eager ") + precision[cfg.precision]]
+    parts += ["channels_last"] if cfg.channels_last else []
+    parts += [f"BatchNorm folded ({folded})"] if folded else []
+    return ", ".join(parts)
 
 
 def auto_flag(value: object) -> bool | None:

@@ -8,8 +8,10 @@ rescale its input) is predicted window by window, one band of rows at a time (:m
 progress bar over its windows; its class map is written band by band as a tiled TIFF (``<name>.tif``) when it has
 more than ``tiff_above_pixels`` pixels.
 ``input=clip.mp4`` (any video OpenCV reads) writes ``<output>/<clip>.mp4``: the coloured masks over the frames at the
-video's size and frame rate, and reports frames per second. Pixels are read as stored (no EXIF rotation), as in
-training; images that carry a rotation tag are named in a warning.
+video's size and frame rate, and reports frames per second. The net runs on the fastest path that keeps the
+accuracy on the machine at hand (bf16 autocast on a CPU with bf16 units; compiled for a video of at least
+``COMPILE_VIDEO_FRAMES`` frames); ``metrics.json`` in the run folder says which, with the throughput. Pixels are
+read as stored (no EXIF rotation), as in training; images that carry a rotation tag are named in a warning.
 """
 
 from __future__ import annotations
@@ -37,16 +39,20 @@ from seg.data.io import (
     write_index_mask,
 )
 from seg.data.raster import RowSource, open_rows, write_tiled_mask
-from seg.inference import InferenceConfig, auto_flag, infer
+from seg.inference import InferenceConfig, auto_flag, infer, runtime_label
 from seg.large_image import predict_rows, window_count
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
+from seg.utils.atomic import write_json_atomic
 from seg.utils.cli import entry_point
 from seg.utils.progress import progress_bar
 from seg.viz import overlay
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 FORMATS = ("index", "labelIds")
+# inference.compile=auto compiles the net for a video of at least this many frames: compiling costs about 30 s on
+# a 2-core CPU and saves about 10-15 ms a CamVid frame (benchmarks/RESULTS.md section 26)
+COMPILE_VIDEO_FRAMES = 2000
 
 
 def list_inputs(spec: str | Path) -> list[tuple[Path, Path]]:
@@ -89,6 +95,7 @@ class Predictions:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     frames: int = 0  # video input: frames predicted
     fps: float = 0.0  # video input: frames predicted per second (reading and writing included)
+    runtime: dict = field(default_factory=dict)  # how the net ran (metrics.json's keys)
 
 
 class Predictor:
@@ -126,6 +133,15 @@ def _device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
+def video_frame_count(path: Path) -> int:
+    """The frame count a video's container states (0 when it states none or cannot be opened)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))) if capture.isOpened() else 0
+    finally:
+        capture.release()
+
+
 def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     """Write a mask (and optionally an overlay) for every input image; report and skip unreadable ones."""
     console = console or Console(stderr=True)
@@ -142,16 +158,32 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     check_num_classes(loaded, dataset_cls.__name__, len(classes))
     if cfg.format == "labelIds" and not issubclass(dataset_cls, CityscapesSegmentation):
         raise ValueError(f"format=labelIds is Cityscapes' test-server format; the model is for {dataset_cls.__name__}")
-    inference = InferenceConfig.from_options(cfg.inference, run_inference_defaults(loaded.run_cfg))
-    if inference.fold_batchnorm:
-        loaded.fold_batchnorm()
-    predictor = Predictor(loaded, instantiate(data_cfg.val_transform), inference, _device(cfg.device))
+    device = _device(cfg.device)
+    defaults = run_inference_defaults(loaded.run_cfg, device.type)
+    # compile=auto: only a long video of one frame size pays back the compile time
+    defaults["compile"] = video and video_frame_count(Path(str(cfg.input))) >= COMPILE_VIDEO_FRAMES
+    inference = InferenceConfig.from_options(cfg.inference, defaults)
+    folded = loaded.fold_batchnorm() if inference.fold_batchnorm else 0
+    if inference.compile:
+        loaded.compile()
+    predictor = Predictor(loaded, instantiate(data_cfg.val_transform), inference, device)
+    runtime = {
+        "device": device.type,
+        "inference": inference.describe(),
+        "precision": inference.precision,
+        "batchnorm_folded": folded,
+        "compiled": inference.compile,
+        "runtime": runtime_label(inference, folded),
+    }
+    console.print(f"predicting on {device.type}: {runtime['runtime']}", markup=False, soft_wrap=True)
     # images deeper than 8 bits or with a fourth band: the training run's rule (data.image_scaling, data.extra_bands)
     extra_bands = data_cfg.get("extra_bands") or "error"
     scaling = check_image_options(data_cfg.get("image_scaling"), extra_bands)
     out = Path(cfg.output)
     if video:
-        return predict_video(Path(str(cfg.input)), out, predictor, palette, cfg.overlay_alpha, console)
+        result = predict_video(Path(str(cfg.input)), out, predictor, palette, cfg.overlay_alpha, console)
+        return write_report(result, runtime, cfg)
+    start = time.perf_counter()
     warn_orientation_tags([src for src, _ in inputs])
     label_ids = train_to_label_ids() if cfg.format == "labelIds" else None
     result = Predictions()
@@ -171,6 +203,23 @@ def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
         raise ValueError(f"none of the {len(inputs)} input images could be read (first: {result.skipped[0][1]})")
     skipped = f", skipped {len(result.skipped)} unreadable" if result.skipped else ""
     console.print(f"wrote {len(result.written)} masks to {out}{skipped}", markup=False, soft_wrap=True)
+    result.fps = len(result.written) / (time.perf_counter() - start)
+    return write_report(result, runtime, cfg)
+
+
+def write_report(result: Predictions, runtime: dict, cfg: DictConfig) -> Predictions:
+    """``metrics.json`` in the predict run folder: what was written and skipped, the throughput, how the net ran."""
+    result.runtime = runtime
+    report = {
+        "input": str(cfg.input),
+        "output": str(cfg.output),
+        "written": len(result.written),
+        "skipped": len(result.skipped),
+        "frames": result.frames,
+        "per_second": round(result.fps, 3),  # images (or video frames) a second, reading and writing included
+        **runtime,
+    }
+    write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", report)
     return result
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, fake_run
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -173,6 +173,36 @@ def test_camvid_speed_benchmark_times_each_runtime():
     assert "| eager fp32 NCHW |" in out and "| eager fp32 channels_last |" in out
     assert "| eager fp32 channels_last, BatchNorm folded |" in out and "folded 55 BatchNorms" in out
     assert "| eager bf16 autocast channels_last, BatchNorm folded |" in out
+
+
+def test_camvid_speed_scores_each_runtime_on_real_frames(cfg_train, tmp_path):
+    """--score: every runtime's dataset-level mIoU on a run's split; fp32 runtimes agree to four digits (the same
+    arithmetic, reordered), bf16 within a bf16 margin."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    args = ["--ckpt", str(ckpt), "--size", "64", "96", "--batch", "2", "--rounds", "1", "--bf16", "--score", "val"]
+    out = bench("camvid_speed.py", *args)
+    header = "| runtime | ms / frame (batch 1) | frames / s (batch 1) | frames / s (batch 2) | mIoU val (5 frames) |"
+    assert header in out, out[-1500:]
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in out.splitlines() if "| eager" in line}
+    scores = {name: float(value) for name, value in rows.items()}
+    fp32 = {v for k, v in scores.items() if "fp32" in k}
+    assert len(scores) == 4 and len(fp32) == 1 and 0 < fp32.pop() < 1, out[-1500:]
+    bf16 = scores["eager bf16 autocast channels_last, BatchNorm folded"]
+    assert abs(bf16 - scores["eager fp32 NCHW"]) < 0.05
+
+
+def test_camvid_speed_score_needs_a_checkpoint():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "camvid_speed.py"), "--score", "val"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "--score needs --ckpt" in proc.stderr
+
+
+@pytest.mark.slow
+def test_camvid_speed_int8_pt2e_runs_and_matches_eager_mostly():
+    pytest.importorskip("torchao", reason="the int8 PT2E runtime needs torchao (pip install torchao)")
+    out = bench("camvid_speed.py", "--size", "64", "96", "--batch", "2", "--rounds", "1", "--int8", "--calib", "2")
+    assert "| int8 PT2E (X86InductorQuantizer), compiled |" in out and "calibrated on 2 frames" in out
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from hydra.utils import get_class, get_method
 from omegaconf import OmegaConf
 
 from seg.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, SegModule
-from seg.utils.machine import PRECISION_ENV, cpu_flags, cpu_model, cpu_precision, machine_label
+from seg.utils.machine import PRECISION_ENV, cpu_flags, cpu_model, cpu_precision, inference_precision, machine_label
 from tests.helpers import CONF_DIR, compose_cfg
 
 
@@ -103,6 +103,8 @@ def test_the_cpu_precision_rule_on_each_kind_of_cpu(monkeypatch, cpuinfo, model,
     assert compose_cfg([]).trainer.precision == precision
     assert compose_cfg(["+experiment=camvid_cpu"]).trainer.precision == precision
     assert compose_cfg(["+experiment=camvid_imagenet_cpu"]).trainer.precision == "32-true"
+    # inference follows the same flags, also for the fp32 recipe: bf16 is its fastest accurate path where it is fast
+    assert inference_precision(flags) == {"bf16-mixed": "bf16", "32-true": "32"}[precision]
 
 
 @pytest.mark.parametrize("forced", ["32-true", "bf16-mixed"])
@@ -110,6 +112,7 @@ def test_seg_cpu_precision_forces_either_path_on_either_machine(monkeypatch, for
     monkeypatch.setenv(PRECISION_ENV, forced)
     for cpuinfo, *_ in CPUS:
         assert cpu_precision(cpu_flags(cpuinfo)) == forced
+        assert inference_precision(cpu_flags(cpuinfo)) == {"bf16-mixed": "bf16", "32-true": "32"}[forced]
     assert compose_cfg([]).trainer.precision == forced
     assert compose_cfg(["+experiment=camvid_imagenet_cpu"]).trainer.precision == "32-true"  # set in its YAML
     assert compose_cfg(["trainer.precision=16-mixed"]).trainer.precision == "16-mixed"  # a value set wins

@@ -21,12 +21,13 @@ from seg.inference import InferenceConfig, infer
 from seg.models.support.weights import CheckpointError
 from seg.runs.loaded import load_model
 from seg.train import train
-from seg.utils.machine import cpu_precision
+from seg.utils.machine import PRECISION_ENV, cpu_precision, inference_precision
 from tests.helpers import compose_cfg, fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the training default: bf16-mixed on CPUs with AMX, else 32-true (seg.cpu_precision)
+# the training default: bf16-mixed on CPUs with bf16 units, else 32-true (seg.cpu_precision); inference's "auto"
+# follows the same flags (seg.utils.machine.inference_precision), so a default run is scored as it validated
 RUN_PRECISION = {"bf16-mixed": "bf16", "32-true": "32"}[cpu_precision()]
 
 
@@ -132,11 +133,35 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     assert proc.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
 
 
-def test_inference_precision_null_means_the_runs_precision(cfg_train, tmp_path):
-    """inference.precision=null is valid (InferenceConfig) and means auto: the run's precision, as with auto."""
+def test_inference_precision_null_means_auto(cfg_train, tmp_path):
+    """inference.precision=null is valid (InferenceConfig) and means auto: the machine's inference precision."""
     ckpt = fake_run(cfg_train, tmp_path / "run")
     report = evaluate(eval_cfg(ckpt, tmp_path / "eval", "inference.precision=null"))
-    assert report["precision"] == RUN_PRECISION and 0.0 <= report["mIoU"] <= 1.0
+    assert report["precision"] == inference_precision() == RUN_PRECISION and 0.0 <= report["mIoU"] <= 1.0
+
+
+@pytest.mark.parametrize(("forced", "precision", "label"), [("32-true", "32", "fp32"), ("bf16-mixed", "bf16", "bf16")])
+def test_auto_inference_takes_either_machines_path_whatever_the_run_trained_at(
+    cfg_train, tmp_path, monkeypatch, forced, precision, label
+):
+    """A run trained in fp32 is scored on the machine's fastest accurate path: bf16 autocast where the CPU has bf16
+    units (forced here with SEG_CPU_PRECISION, as on the Xeon with AMX or an EPYC with AVX-512 BF16), fp32 where it
+    has none; metrics.json says which, and inference.precision=32 still gives the fp32 score."""
+    with open_dict(cfg_train):
+        cfg_train.trainer.precision = "32-true"
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    monkeypatch.setenv(PRECISION_ENV, forced)
+    report = evaluate(eval_cfg(ckpt, tmp_path / "auto"))
+    assert report["precision"] == precision and report["compiled"] is False
+    assert report["runtime"].startswith(f"eager {label}") and "channels_last" in report["runtime"]
+    scored_by = json.loads((tmp_path / "auto" / "provenance.json").read_text())
+    assert scored_by["precision"] == forced
+    fp32 = evaluate(eval_cfg(ckpt, tmp_path / "fp32", "inference.precision=32"))
+    assert fp32["precision"] == "32" and fp32["runtime"].startswith("eager fp32")
+    if precision == "32":
+        assert report["mIoU"] == fp32["mIoU"]
+    else:  # bf16 rounds the logits: the same model, scored within a small margin (real checkpoints: RESULTS 26)
+        assert abs(report["mIoU"] - fp32["mIoU"]) < 0.05
 
 
 def test_module_has_no_confusion_matrix_before_validating(cfg_train):

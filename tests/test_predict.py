@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from seg.data.transforms import val_transforms
 from seg.inference import InferenceConfig, infer
 from seg.predict import list_inputs, predict, train_to_label_ids
 from seg.runs.loaded import load_model
+from seg.utils.machine import PRECISION_ENV
 from seg.viz import overlay
 from tests.helpers import compose_cfg, fake_run
 
@@ -126,18 +128,24 @@ def test_empty_folder_and_all_unreadable_are_one_line_errors(cfg_train, tmp_path
     assert torch.load(ckpt, weights_only=True)  # the checkpoint itself was fine
 
 
-def test_video_gets_an_overlay_video_of_the_same_size_and_frame_rate(cfg_train, tmp_path, tiny_data_dir):
-    """A 12-frame 64x48 clip at 10 fps written here: the output has as many frames, the same size and rate, and
-    each frame is the model's mask blended over the input frame."""
-    ckpt = fake_run(cfg_train, tmp_path / "run")
-    clip = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+def write_clip(path: Path, tiny_data_dir: Path) -> list[np.ndarray]:
+    """A 12-frame 64x48 clip at 10 fps from the tiny tree's images; returns its frames (BGR)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
     frames = [
         cv2.resize(cv2.imread(str(p)), (64, 48)) for p in sorted((tiny_data_dir / "JPEGImages").glob("*.jpg"))[:12]
     ]
     for frame in frames:
         writer.write(frame)
     writer.release()
+    return frames
+
+
+def test_video_gets_an_overlay_video_of_the_same_size_and_frame_rate(cfg_train, tmp_path, tiny_data_dir):
+    """A 12-frame 64x48 clip at 10 fps written here: the output has as many frames, the same size and rate, and
+    each frame is the model's mask blended over the input frame."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, tiny_data_dir)
     out = tmp_path / "out"
     result = predict(predict_cfg(ckpt, clip, out, "inference.precision=32"))
     assert result.written == [out / "clip.mp4"] and result.frames == 12 and result.fps > 0
@@ -164,3 +172,41 @@ def test_a_missing_video_is_named(cfg_train, tmp_path):
     ckpt = fake_run(cfg_train, tmp_path / "run")
     with pytest.raises(FileNotFoundError, match=r"nope\.mp4 does not exist"):
         predict(predict_cfg(ckpt, tmp_path / "nope.mp4", tmp_path / "out"))
+
+
+@pytest.mark.parametrize(("forced", "precision"), [("32-true", "32"), ("bf16-mixed", "bf16")])
+def test_metrics_json_says_how_the_net_ran(cfg_train, tmp_path, images, monkeypatch, forced, precision):
+    """By default the machine's fastest accurate path (either kind's, forced with SEG_CPU_PRECISION), uncompiled for
+    images; metrics.json records it with what was written and the throughput."""
+    monkeypatch.setenv(PRECISION_ENV, forced)
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    out = tmp_path / "out"
+    predict(predict_cfg(ckpt, images, out))
+    report = json.loads((out / "metrics.json").read_text())
+    assert (report["written"], report["skipped"], report["frames"]) == (2, 1, 0) and report["per_second"] > 0
+    assert (report["device"], report["precision"], report["compiled"]) == ("cpu", precision, False)
+    folded = report["batchnorm_folded"]
+    assert folded > 0 and report["runtime"].endswith(f"BatchNorm folded ({folded})")
+
+
+def test_a_long_video_is_compiled_a_short_one_not(cfg_train, tmp_path, tiny_data_dir, monkeypatch):
+    """inference.compile=auto compiles for a video of at least COMPILE_VIDEO_FRAMES frames (the compile is spied
+    on here: its own parity is tests/test_compile.py's); inference.compile=false wins over a long video."""
+    ckpt = fake_run(cfg_train, tmp_path / "run")
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, tiny_data_dir)
+    compiled = []
+    monkeypatch.setattr("seg.runs.loaded.compile_for_inference", lambda net: compiled.append(net) or net)
+
+    def run(name: str, *overrides: str) -> dict:
+        result = predict(predict_cfg(ckpt, clip, tmp_path / name, *overrides))
+        assert result.frames == 12
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    monkeypatch.setattr("seg.predict.COMPILE_VIDEO_FRAMES", 13)
+    assert run("short")["compiled"] is False and compiled == []
+    monkeypatch.setattr("seg.predict.COMPILE_VIDEO_FRAMES", 12)
+    report = run("long")
+    assert report["compiled"] is True and len(compiled) == 1 and report["runtime"].startswith("compiled ")
+    assert report["frames"] == 12 and report["per_second"] > 0
+    assert run("off", "inference.compile=false")["compiled"] is False and len(compiled) == 1

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seg.utils.machine import inference_precision
+
 __all__ = ["RUN_CONFIG", "find_run_dir", "load_run_config", "run_inference_defaults"]
 
 RUN_CONFIG = Path(".hydra") / "config.yaml"
@@ -34,15 +36,20 @@ def load_run_config(run_dir: str | Path, output_dir: str | Path | None = None) -
     return cfg
 
 
-def run_inference_defaults(run_cfg: DictConfig | None) -> dict:
-    """What ``"auto"`` inference options mean for a run: its precision, memory format, training crop and the
-    input scale its validation used."""
+def run_inference_defaults(run_cfg: DictConfig | None, device: str = "cpu") -> dict:
+    """What ``"auto"`` inference options mean for a run on a ``device`` type: its memory format, training crop and
+    the input scale its validation used; its precision on a GPU, and on a CPU the machine's
+    (:func:`seg.utils.machine.inference_precision`: bf16 where the CPU has bf16 units, the fastest path that keeps
+    the accuracy there)."""
+    cpu = device == "cpu"
     if run_cfg is None:
-        return {"precision": "32", "channels_last": False, "window": None, "input_scale": 1.0}
-    precision = str(OmegaConf.select(run_cfg, "trainer.precision", default="32"))
+        precision = inference_precision() if cpu else "32"
+        return {"precision": precision, "channels_last": False, "window": None, "input_scale": 1.0}
+    trained = str(OmegaConf.select(run_cfg, "trainer.precision", default="32"))
+    trained = "bf16" if trained.startswith("bf16") else "16" if trained.startswith("16") else "32"
     crop = OmegaConf.select(run_cfg, "data.train_transform.crop_size", default=None)
     return {
-        "precision": "bf16" if precision.startswith("bf16") else "16" if precision.startswith("16") else "32",
+        "precision": inference_precision() if cpu else trained,
         "channels_last": bool(OmegaConf.select(run_cfg, "model.channels_last", default=False)),
         "window": OmegaConf.to_object(crop) if OmegaConf.is_config(crop) else crop,
         "input_scale": float(OmegaConf.select(run_cfg, "model.input_scale", default=1.0)),

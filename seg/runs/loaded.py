@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from seg.data.transforms import with_model_normalization
+from seg.models.support.compile import compile_for_inference
 from seg.models.support.fold_bn import fold_batchnorm
 from seg.models.support.torchvision_layout import torchvision_architecture
 from seg.models.support.weights import CheckpointError, read_state_dict
@@ -57,6 +58,11 @@ class LoadedModel:
             log.warning("BatchNorm not folded: %s", e)
             return 0
         return folded
+
+    def compile(self) -> None:
+        """Replace the net by its compiled self (:func:`seg.models.support.compile.compile_for_inference`): the
+        same scores to float rounding, faster once compiled for an input shape."""
+        self.module.net = compile_for_inference(self.net)
 
 
 def build_module(run_cfg: DictConfig, channels_last: bool | None = None) -> SegModule:

@@ -13,6 +13,11 @@ recipe's batch and crop; above 1, bf16 autocast is faster):
 So ``bf16-mixed`` where the CPU has bf16 instructions (AMX or AVX-512 BF16), ``32-true`` elsewhere; the lite0
 recipe sets ``32-true`` itself. ``SEG_CPU_PRECISION=32-true|bf16-mixed`` overrides the rule (tests and benchmarks
 force either path with it); a precision a config sets explicitly wins over both.
+
+Inference follows the same flags with its own measurements (RESULTS sections 23, 25, 26): bf16 autocast is
+1.4-1.5x fp32 on a CamVid frame on the EPYC with AVX-512 BF16 (issue 37: 1.3-1.6x on the Xeon with AMX) for a
+change of val mIoU under 0.001, so :func:`inference_precision` picks ``bf16`` on either kind and ``32`` on a CPU
+without bf16 instructions (emulated there, many times slower); ``SEG_CPU_PRECISION`` forces it too.
 """
 
 from __future__ import annotations
@@ -89,3 +94,10 @@ def machine_label(model: str, flags: frozenset[str] | set[str], gpu: str | None 
     if "amx_bf16" in flags:
         return f"{model} +AMX"
     return f"{model} +AVX512-BF16" if "avx512_bf16" in flags else model
+
+
+def inference_precision(flags: frozenset[str] | None = None) -> str:
+    """The CPU inference precision (``"bf16"`` or ``"32"``, :class:`seg.inference.InferenceConfig`'s names):
+    ``SEG_CPU_PRECISION`` when set, else bf16 where the CPU with ``flags`` (by default this machine's) computes bf16
+    in hardware."""
+    return "bf16" if cpu_precision(flags) == "bf16-mixed" else "32"

@@ -168,6 +168,7 @@ def int8_pt2e(
     """PT2E static int8 (torchao's X86InductorQuantizer), calibrated on ``calibration`` frames, compiled by
     Inductor with freezing: the runtime by name."""
     try:
+        from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
     except ImportError as e:
@@ -179,14 +180,15 @@ def int8_pt2e(
         reference = folded(frame).argmax(dim=1)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     start = time.perf_counter()
-    batch = torch.export.Dim("batch", max=64)  # batches of 1 and 8 are timed
-    program = torch.export.export(copy.deepcopy(folded), (frame,), dynamic_shapes=({0: batch},)).module()
+    batch = torch.export.Dim("batch", min=1, max=64)  # batches of 1 and 8 are timed
+    example = frame.repeat(2, 1, 1, 1)  # a batch of 1 would be specialised to 1 (torch.export's 0/1 rule)
+    program = torch.export.export(copy.deepcopy(folded), (example,), dynamic_shapes=({0: batch},)).module()
     prepared = prepare_pt2e(program, quantizer)
     with torch.no_grad():
         for x in calibration:  # observers record each activation's range
             x = F.interpolate(x, scale_factor=scale, mode="bilinear") if scale != 1.0 else x
             prepared(x.contiguous(memory_format=torch.channels_last))
-    net = compile_for_inference(convert_pt2e(prepared))
+    net = compile_for_inference(move_exported_model_to_eval(convert_pt2e(prepared)))
     print(f"int8 PT2E: exported, calibrated on {len(calibration)} frames in {time.perf_counter() - start:.0f} s")
 
     def logits(x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
 
 from seg.evaluate import evaluate
@@ -31,6 +32,7 @@ def small_net() -> nn.Module:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
+    net.input_scale = 0.5  # an attribute a seg net carries, read through the compiled wrapper
     return net.eval()
 
 
@@ -51,6 +53,12 @@ def test_compiled_net_gives_the_eager_scores_in_fp32_and_bf16():
         assert (compiled_bf16.argmax(1) == eager.argmax(1)).float().mean() > 0.95
         smaller = x[:1, :, :32, :32]  # a new shape compiles again and still agrees
         assert torch.allclose(compiled(smaller), net(smaller), atol=1e-4)
+        # frozen: the weights were compiled in as constants, so changing them afterwards changes nothing
+        before = compiled(x)
+        compiled.net[-1].bias.add_(1.0)
+        assert torch.equal(compiled(x), before) and not torch.allclose(compiled.net(x), before)
+    # freezing was switched on around the compiled calls only, and the net's attributes stay reachable
+    assert inductor_config.freezing is False and compiled.input_scale == 0.5
 
 
 @pytest.mark.slow

@@ -16,11 +16,11 @@ with AMX, AVX-512 BF16 dot products on an EPYC that has them). ``--compile`` add
 compile time is printed, not counted), in fp32 and, with ``--bf16``, in bf16; each compiled net's class map on the
 test frame is compared with eager fp32's (pixels that differ). ``--int8`` adds PT2E static int8 (torchao's
 ``X86InductorQuantizer``: per-channel int8 weights, per-tensor activations calibrated on ``--calib`` frames of the
-run's train split, then compiled by Inductor: oneDNN's VNNI / AMX int8 kernels; needs ``pip install torchao``).
-``--score SPLIT ...`` (with ``--ckpt``) scores every runtime on the real frames of each split of the run's dataset
-at batch 1 (the dataset-level mIoU seg-evaluate reports, whole frames). ``--onnx-dir`` is a ``seg-export quantize=int8``
-output folder (``model.onnx``, ``model.int8.onnx``, and its ``export.json`` with both models' val mIoU); the ONNX
-models run at the network's input size.
+run's train split, then compiled by Inductor: oneDNN's VNNI / AMX int8 kernels; needs torchao, ``pip install -e
+.[bench]``). ``--score SPLIT ...`` (with ``--ckpt``) scores every runtime on the real frames of each split of the
+run's dataset at batch 1 (the dataset-level mIoU seg-evaluate reports, whole frames). ``--onnx-dir`` is a
+``seg-export quantize=int8`` output folder (``model.onnx``, ``model.int8.onnx``, and its ``export.json`` with both
+models' val mIoU); the ONNX models run at the network's input size.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def int8_pt2e(
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
     except ImportError as e:
-        raise SystemExit(f"error: --int8 needs torchao (pip install torchao): {e}") from e
+        raise SystemExit(f"error: --int8 needs torchao (pip install -e .[bench]): {e}") from e
     from seg.models.support.compile import compile_for_inference
 
     frame = test_frame(size, scale)

@@ -24,13 +24,11 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from seg.callbacks.evaluation_report import EvaluationReport
 from seg.data.datamodule import SegDataModule
-from seg.inference import InferenceConfig, auto_flag, runtime_label
+from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, runtime_label
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
 from seg.runs.provenance import provenance
 from seg.utils.cli import entry_point
-
-TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
 
 def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> SegDataModule:

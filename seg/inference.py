@@ -16,6 +16,8 @@ MODES = ("whole", "slide")
 BLENDS = ("flat", "linear", "gaussian")
 PRECISIONS = ("32", "bf16", "16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+# an inference precision as Lightning's Trainer (and provenance.json) names it
+TRAINER_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,11 @@ from seg.data.io import (
     write_index_mask,
 )
 from seg.data.raster import RowSource, open_rows, write_tiled_mask
-from seg.inference import InferenceConfig, auto_flag, infer, runtime_label
+from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, infer, runtime_label
 from seg.large_image import predict_rows, window_count
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
+from seg.runs.provenance import provenance
 from seg.utils.atomic import write_json_atomic
 from seg.utils.cli import entry_point
 from seg.utils.progress import progress_bar
@@ -144,7 +145,16 @@ def video_frame_count(path: Path) -> int:
 
 def predict(cfg: DictConfig, console: Console | None = None) -> Predictions:
     """Write a mask (and optionally an overlay) for every input image; report and skip unreadable ones."""
-    console = console or Console(stderr=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # provenance.json: the code, libraries, machine, precision and command of this run, completed at its end
+    with provenance(out_dir, "predict") as record:
+        result = _predict(cfg, console or Console(stderr=True))
+        record.update(precision=TRAINER_PRECISION[result.runtime["precision"]])
+    return result
+
+
+def _predict(cfg: DictConfig, console: Console) -> Predictions:
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format!r}; expected one of {FORMATS}")
     video = Path(str(cfg.input)).suffix.lower() in VIDEO_SUFFIXES

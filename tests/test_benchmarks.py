@@ -200,7 +200,7 @@ def test_camvid_speed_score_needs_a_checkpoint():
 
 @pytest.mark.slow
 def test_camvid_speed_int8_pt2e_runs_and_matches_eager_mostly():
-    pytest.importorskip("torchao", reason="the int8 PT2E runtime needs torchao (pip install torchao)")
+    pytest.importorskip("torchao", reason="the int8 PT2E runtime needs torchao (pip install -e .[bench])")
     out = bench("camvid_speed.py", "--size", "64", "96", "--batch", "2", "--rounds", "1", "--int8", "--calib", "2")
     assert "| int8 PT2E (X86InductorQuantizer), compiled |" in out and "calibrated on 2 frames" in out
 

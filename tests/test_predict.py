@@ -187,6 +187,10 @@ def test_metrics_json_says_how_the_net_ran(cfg_train, tmp_path, images, monkeypa
     assert (report["device"], report["precision"], report["compiled"]) == ("cpu", precision, False)
     folded = report["batchnorm_folded"]
     assert folded > 0 and report["runtime"].endswith(f"BatchNorm folded ({folded})")
+    # and provenance.json says which code and machine ran it, with the precision used
+    record = json.loads((out / "provenance.json").read_text())
+    assert (record["command"], record["status"], record["precision"]) == ("predict", "completed", forced)
+    assert record["machine"]["cpus"] >= 1 and "commit" in record["code"]
 
 
 def test_a_long_video_is_compiled_a_short_one_not(cfg_train, tmp_path, tiny_data_dir, monkeypatch):

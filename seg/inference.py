@@ -116,7 +116,7 @@ class InferenceConfig:
 
 
 def runtime_label(cfg: InferenceConfig, folded: int = 0) -> str:
-    """How the net runs, for reports: ``compiled bf16, channels_last, BatchNorm folded (55)``."""
+    """How the net runs, for reports: ``compiled bf16 autocast, channels_last, BatchNorm folded (55)``."""
     precision = {"32": "fp32", "bf16": "bf16 autocast", "16": "fp16 autocast", None: "caller's precision"}
     parts = [("compiled " if cfg.compile else "eager ") + precision[cfg.precision]]
     parts += ["channels_last"] if cfg.channels_last else []

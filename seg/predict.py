@@ -51,8 +51,9 @@ from seg.viz import overlay
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 FORMATS = ("index", "labelIds")
-# inference.compile=auto compiles the net for a video of at least this many frames: compiling costs about 30 s on
-# a 2-core CPU and saves about 10-15 ms a CamVid frame (benchmarks/RESULTS.md section 26)
+# inference.compile=auto compiles the net for a video of at least this many frames: compiling for one frame size
+# took 10-30 s on a 2-core CPU and saves about 11 ms a CamVid frame under bf16; a 3,030-frame clip ran 1.2x faster,
+# the cold compile included (benchmarks/RESULTS.md section 26)
 COMPILE_VIDEO_FRAMES = 2000
 
 

@@ -1,9 +1,9 @@
 """A network compiled for inference by ``torch.compile`` (Inductor) with freezing: parameters treated as
 constants, so BatchNorms and transposes fold away and oneDNN's convolution weights are packed once, not per call.
 
-On a 2-core EPYC with AVX-512 BF16 a compiled CamVid network runs 1.25x its eager self in fp32 and 1.3-1.9x
-under bf16 autocast (benchmarks/RESULTS.md, sections 23, 25 and 26), once compiled: compiling takes tens of
-seconds per input shape, so it pays off over thousands of frames of one size (a video), not a folder of images.
+On a 2-core EPYC with AVX-512 BF16 a compiled CamVid network runs 1.2x its eager self in fp32 and 1.35x under
+bf16 autocast (2.0x eager fp32; benchmarks/RESULTS.md, sections 23, 25 and 26), once compiled: compiling takes
+10-30 s per input shape, so it pays off over thousands of frames of one size (a video), not a folder of images.
 The compiled module runs only without gradients (``torch.no_grad`` / ``torch.inference_mode``), and recompiles
 for every new input shape (``dynamic=False``: a fixed shape is what makes freezing's constant folding pay).
 

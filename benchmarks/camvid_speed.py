@@ -58,7 +58,9 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, float, str]:
 
 
 def pipeline(logits_of: Callable[[torch.Tensor], torch.Tensor], scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """frame batch -> class map at the frame's size, the net run at ``scale``."""
+    """frame batch -> class map at the frame's size (seg's :func:`~seg.inference.class_map`, from 2026-12-07 on;
+    ``argmax`` before), the net run at ``scale``."""
+    from seg.inference import class_map
 
     def run(x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -67,7 +69,7 @@ def pipeline(logits_of: Callable[[torch.Tensor], torch.Tensor], scale: float) ->
         logits = logits_of(x)
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits.argmax(dim=1)
+        return class_map(logits)
 
     return run
 

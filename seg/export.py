@@ -27,7 +27,7 @@ from rich.console import Console
 from torch import nn
 
 from seg.data.base import IGNORE_INDEX
-from seg.inference import rescale
+from seg.inference import class_map, rescale
 from seg.metrics import ConfusionMatrix, metrics_from_confmat
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
@@ -220,7 +220,7 @@ def compare_on_split(
                 seconds[name] += time.perf_counter() - start
                 if logits.shape[-2:] != target.shape[-2:]:
                     logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-                confmats[name].update(logits.argmax(dim=1), target)
+                confmats[name].update(class_map(logits), target)
     miou = {k: metrics_from_confmat(m.compute())["mIoU"] for k, m in confmats.items()}
     ms = {k: 1000 * s / count for k, s in seconds.items()}
     return {

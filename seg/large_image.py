@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from seg.data.raster import RowSource
-from seg.inference import InferenceConfig, infer, window_weights, windows
+from seg.inference import InferenceConfig, class_map, infer, window_weights, windows
 
 
 def window_count(height: int, width: int, cfg: InferenceConfig) -> int:
@@ -84,7 +84,7 @@ def predict_rows(
             if advance is not None:
                 advance(len(chunk))
         done = (rows[i + 1][0] if i + 1 < len(rows) else height) - base  # rows no later window touches
-        yield (scores[:, :done] / total[:done]).argmax(dim=0).to(torch.uint8).cpu().numpy()
+        yield class_map(scores[:, :done] / total[:done], dim=0).to(torch.uint8).cpu().numpy()
         # the rows the next band of windows overlaps move to the top, the rest is cleared
         scores = torch.cat([scores[:, done:], scores.new_zeros((scores.shape[0], done, width))], dim=1)
         total = torch.cat([total[done:], total.new_zeros((done, width))])

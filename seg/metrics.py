@@ -10,6 +10,8 @@ from rich.table import Table
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from seg.inference import class_map
+
 
 class ConfusionMatrix(MulticlassConfusionMatrix):
     """torchmetrics' MulticlassConfusionMatrix (same state, DDP sum and compute) with a one-pass bincount update.
@@ -17,7 +19,8 @@ class ConfusionMatrix(MulticlassConfusionMatrix):
     The parent drops ignored pixels by boolean indexing (two copies of every mask) and, in deterministic mode,
     replaces bincount by an (N pixels x C^2) comparison (gigabytes for one 512x512 batch). Here the ignore label
     goes to one extra bin that is dropped: a single bincount over all pixels, the same counts.
-    ``preds`` are class indices in 0..C-1 (or scores (N, C, ...), argmax taken); ``target`` may be any integer type.
+    ``preds`` are class indices in 0..C-1 (or scores (N, C, ...), their class map taken); ``target`` may be any
+    integer type.
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None, **kwargs) -> None:
@@ -25,7 +28,7 @@ class ConfusionMatrix(MulticlassConfusionMatrix):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         if preds.is_floating_point():
-            preds = preds.argmax(dim=1)
+            preds = class_map(preds)
         if preds.shape != target.shape:
             raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
         n = self.num_classes

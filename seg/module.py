@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.aggregation import MaxMetric
 
 from seg.data.base import IGNORE_INDEX
-from seg.inference import InferenceConfig, infer
+from seg.inference import InferenceConfig, class_map, infer
 from seg.losses import build_loss
 from seg.metrics import ConfusionMatrix, metrics_from_confmat
 
@@ -169,11 +169,11 @@ class SegModule(LightningModule):
         # scores at the label's resolution: the label is never resized
         scores = infer(self, x, self.inference, out_size=y.shape[-2:])
         if dataloader_idx > 0:  # an extra split (data.extra_val_splits): its own confusion matrix only
-            self._extra_confmats[dataloader_idx - 1].update(scores.argmax(dim=1), y)
+            self._extra_confmats[dataloader_idx - 1].update(class_map(scores), y)
             return
         if self.inference.single_view:  # multi-view scores are averaged probabilities, not logits
             self.log("val/loss", self.criterion(scores, y), batch_size=x.shape[0], add_dataloader_idx=False)
-        self.val_confmat.update(scores.argmax(dim=1), y)
+        self.val_confmat.update(class_map(scores), y)
 
     def on_validation_epoch_end(self) -> None:
         confmat = self.val_confmat.compute()  # summed over all processes under DDP

@@ -39,7 +39,7 @@ from seg.data.io import (
     write_index_mask,
 )
 from seg.data.raster import RowSource, open_rows, write_tiled_mask
-from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, infer, runtime_label
+from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, class_map, infer, runtime_label
 from seg.large_image import predict_rows, window_count
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
@@ -110,7 +110,7 @@ class Predictor:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         x = self.transform(image=image)["image"].unsqueeze(0).to(self.device)
         scores = infer(self.module, x, self.inference)
-        return scores.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        return class_map(scores)[0].to(torch.uint8).cpu().numpy()
 
     def windowed(self) -> InferenceConfig:
         """The inference options for window-by-window prediction: ``slide`` with the run's window."""

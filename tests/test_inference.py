@@ -151,3 +151,17 @@ def test_validation_and_evaluate_share_the_input_scale(cfg_train):
     assert run_inference_defaults(cfg_train)["input_scale"] == 0.5
     options = compose_cfg(config_name="evaluate", overrides=["ckpt_path=x"]).inference
     assert InferenceConfig.from_options(options, run_inference_defaults(cfg_train)).input_scale == 0.5
+
+
+def test_class_map_is_argmax_first_index_on_ties_in_every_layout():
+    """class_map (max(...).indices, the fast reduction) gives argmax's indices: NCHW, channels_last, bf16, another
+    dim, and on scores full of ties (the first maximal class wins in both)."""
+    from seg.inference import class_map
+
+    g = torch.Generator().manual_seed(0)
+    ties = torch.randint(0, 3, (2, 11, 24, 32), generator=g).float()  # most pixels have tied top scores
+    scores = torch.randn(2, 11, 24, 32, generator=g)
+    for x in (ties, scores, scores.contiguous(memory_format=torch.channels_last), scores.bfloat16()):
+        assert torch.equal(class_map(x), x.argmax(dim=1))
+    assert torch.equal(class_map(ties[0], dim=0), ties[0].argmax(dim=0))
+    assert (ties.max(dim=1).values.unsqueeze(1) == ties).sum(1).gt(1).float().mean() > 0.5  # ties really there

@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
-from seg.inference import infer
+from seg.inference import class_map, infer
 from seg.viz import ERROR_LEGEND, PANEL_TITLES, sample_panels, tile
 
 
@@ -67,7 +67,7 @@ class ValidationImageLogger(Callback):
             target = np.asarray(sample["mask"], dtype=np.uint8)
             with trainer.precision_plugin.val_step_context():  # the validation's autocast
                 scores = infer(pl_module, x, pl_module.inference, out_size=target.shape)
-            pred = scores.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+            pred = class_map(scores)[0].to(torch.uint8).cpu().numpy()
             rows.append(sample_panels(image, target, pred, dataset.palette, self.max_side))
         grid = tile(rows)
         legend = f"Columns: {' | '.join(PANEL_TITLES)}. {ERROR_LEGEND}."

@@ -201,8 +201,9 @@ def int8_pt2e(
     return {name: warmed(name, logits, frame, reference)}
 
 
-def real_frames(ckpt: Path, split: str, limit: int | None = None) -> tuple[list, list[str]]:
-    """(normalised frame (1, 3, H, W), label (1, H, W)) pairs of ``split`` of a run's dataset, and class names."""
+def real_frames(ckpt: Path, split: str | None, limit: int | None = None) -> tuple[list, list[str]]:
+    """(normalised frame (1, 3, H, W), label (1, H, W)) pairs of ``split`` of a run's dataset (None: the split it
+    trained on), and class names."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -210,6 +211,7 @@ def real_frames(ckpt: Path, split: str, limit: int | None = None) -> tuple[list,
 
     loaded = load_model(ckpt, channels_last=False)
     data_cfg = data_config(OmegaConf.create({}), loaded)
+    split = data_cfg.train_split if split is None else split
     datamodule = instantiate(data_cfg, val_split=split, val_batch_size=1, num_workers=0, extra_val_splits=[])
     datamodule.setup("validate")
     frames = []
@@ -290,7 +292,7 @@ def main() -> None:
         runtimes.update(compiled(folded, args.size, scale, args.bf16))
     if args.int8:
         if args.ckpt:  # the run's own training frames, as seg-export's int8 calibration uses
-            calibration = [x for x, _ in real_frames(args.ckpt, "train", args.calib)[0]]
+            calibration = [x for x, _ in real_frames(args.ckpt, None, args.calib)[0]]
         else:
             generator = torch.Generator().manual_seed(2)
             calibration = [torch.randn(1, 3, *args.size, generator=generator) for _ in range(args.calib)]

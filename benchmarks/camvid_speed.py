@@ -36,25 +36,29 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def build(args: argparse.Namespace) -> tuple[torch.nn.Module, float, str]:
-    """(eval-mode net, input scale, description) from a checkpoint or a recipe's config."""
+def build(args: argparse.Namespace) -> tuple[torch.nn.Module, float, str, DictConfig | None]:
+    """(eval-mode net, input scale, description, the run's data config or None) from a checkpoint or a recipe's
+    config."""
     if args.ckpt:
+        from omegaconf import OmegaConf
+
         from seg.runs.config import run_inference_defaults
-        from seg.runs.loaded import load_model
+        from seg.runs.loaded import data_config, load_model
 
         loaded = load_model(args.ckpt, channels_last=False)
         scale = run_inference_defaults(loaded.run_cfg)["input_scale"]
-        return loaded.net.float().eval(), scale, str(args.ckpt)
+        return loaded.net.float().eval(), scale, str(args.ckpt), data_config(OmegaConf.create({}), loaded)
     from hydra.utils import instantiate
 
     from seg.utils.compose import compose_config
 
     cfg = compose_config([f"+experiment={args.experiment}", "model.net.weights=null"])
-    return instantiate(cfg.model.net).eval(), float(cfg.model.input_scale), f"untrained {args.experiment}"
+    return instantiate(cfg.model.net).eval(), float(cfg.model.input_scale), f"untrained {args.experiment}", None
 
 
 def pipeline(logits_of: Callable[[torch.Tensor], torch.Tensor], scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -118,15 +122,13 @@ def profile(net: torch.nn.Module, frame: torch.Tensor, scale: float, rounds: int
 
 
 def compiled(
-    folded: torch.nn.Module, size: list[int], scale: float, bf16: bool
+    folded: torch.nn.Module, frame: torch.Tensor, reference: torch.Tensor, bf16: bool
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The folded channels_last net compiled by Inductor with freezing (seg's
-    :func:`~seg.models.support.compile.compile_for_inference`), fp32 (and bf16): runtimes by name."""
+    :func:`~seg.models.support.compile.compile_for_inference`), fp32 (and bf16): runtimes by name. ``frame`` and
+    ``reference``: :func:`test_frame`'s."""
     from seg.models.support.compile import compile_for_inference
 
-    frame = test_frame(size, scale)
-    with torch.inference_mode():
-        reference = folded(frame).argmax(dim=1)
     out = {}
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
         net = compile_for_inference(copy.deepcopy(folded))
@@ -141,11 +143,14 @@ def compiled(
     return out
 
 
-def test_frame(size: list[int], scale: float) -> torch.Tensor:
-    """A seeded random frame at the network's input size (channels_last)."""
+def test_frame(folded: torch.nn.Module, size: list[int], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random frame at the network's input size (channels_last) and eager fp32's class map of it: what
+    each compiled runtime is compared with."""
     frame = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
     frame = F.interpolate(frame, scale_factor=scale, mode="bilinear") if scale != 1.0 else frame
-    return frame.contiguous(memory_format=torch.channels_last)
+    frame = frame.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return frame, folded(frame).argmax(dim=1)
 
 
 def warmed(
@@ -165,10 +170,10 @@ def warmed(
 
 
 def int8_pt2e(
-    folded: torch.nn.Module, size: list[int], scale: float, calibration: list[torch.Tensor]
+    folded: torch.nn.Module, frame: torch.Tensor, reference: torch.Tensor, scale: float, calibration: list[torch.Tensor]
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """PT2E static int8 (torchao's X86InductorQuantizer), calibrated on ``calibration`` frames, compiled by
-    Inductor with freezing: the runtime by name."""
+    """PT2E static int8 (torchao's X86InductorQuantizer), calibrated on ``calibration`` frames (resized by
+    ``scale``), compiled by Inductor with freezing: the runtime by name."""
     try:
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -177,9 +182,6 @@ def int8_pt2e(
         raise SystemExit(f"error: --int8 needs torchao (pip install -e .[bench]): {e}") from e
     from seg.models.support.compile import compile_for_inference
 
-    frame = test_frame(size, scale)
-    with torch.inference_mode():
-        reference = folded(frame).argmax(dim=1)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     start = time.perf_counter()
     batch = torch.export.Dim("batch", min=1, max=64)  # batches of 1 and 8 are timed
@@ -201,16 +203,11 @@ def int8_pt2e(
     return {name: warmed(name, logits, frame, reference)}
 
 
-def real_frames(ckpt: Path, split: str | None, limit: int | None = None) -> tuple[list, list[str]]:
-    """(normalised frame (1, 3, H, W), label (1, H, W)) pairs of ``split`` of a run's dataset (None: the split it
-    trained on), and class names."""
+def real_frames(data_cfg: DictConfig, split: str | None, limit: int | None = None) -> tuple[list, list[str]]:
+    """(normalised frame (1, 3, H, W), label (1, H, W)) pairs of ``split`` of a run's dataset (``data_cfg``; None:
+    the split it trained on), and class names."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from seg.runs.loaded import data_config, load_model
-
-    loaded = load_model(ckpt, channels_last=False)
-    data_cfg = data_config(OmegaConf.create({}), loaded)
     split = data_cfg.train_split if split is None else split
     datamodule = instantiate(data_cfg, val_split=split, val_batch_size=1, num_workers=0, extra_val_splits=[])
     datamodule.setup("validate")
@@ -257,7 +254,7 @@ def main() -> None:
 
     keep_freed_memory()
     torch.set_num_threads(args.threads)
-    net, scale, what = build(args)
+    net, scale, what, data_cfg = build(args)
     if args.profile:
         print(f"{machine()}\n{what}: input_scale {scale}, frame {args.size[0]}x{args.size[1]}\n")
         frame = torch.randn(1, 3, *args.size, generator=torch.Generator().manual_seed(0))
@@ -288,15 +285,16 @@ def main() -> None:
                 return folded(x.contiguous(memory_format=torch.channels_last)).float()
 
         runtimes["eager bf16 autocast channels_last, BatchNorm folded"] = bf16
+    probe, reference = test_frame(folded, args.size, scale)  # compiled runtimes are compared on it
     if args.compile:
-        runtimes.update(compiled(folded, args.size, scale, args.bf16))
+        runtimes.update(compiled(folded, probe, reference, args.bf16))
     if args.int8:
-        if args.ckpt:  # the run's own training frames, as seg-export's int8 calibration uses
-            calibration = [x for x, _ in real_frames(args.ckpt, None, args.calib)[0]]
+        if data_cfg is not None:  # the run's own training frames, as seg-export's int8 calibration uses
+            calibration = [x for x, _ in real_frames(data_cfg, None, args.calib)[0]]
         else:
             generator = torch.Generator().manual_seed(2)
             calibration = [torch.randn(1, 3, *args.size, generator=generator) for _ in range(args.calib)]
-        runtimes.update(int8_pt2e(folded, args.size, scale, calibration))
+        runtimes.update(int8_pt2e(folded, probe, reference, scale, calibration))
     report = {}
     if args.onnx_dir:
         from seg.export import onnx_runner
@@ -322,7 +320,7 @@ def main() -> None:
     onnx = {"ONNX Runtime fp32": report.get("mIoU_fp32"), "ONNX Runtime int8": report.get("mIoU_int8")}
     columns = {"val mIoU (export.json)": onnx} if report else {}
     for split in args.score:
-        frames, classes = real_frames(args.ckpt, split)
+        frames, classes = real_frames(data_cfg, split)
         start = time.perf_counter()
         columns[f"mIoU {split} ({len(frames)} frames)"] = {
             name: score(fn, frames, len(classes)) for name, fn in pipelines.items()

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from seg.callbacks.evaluation_report import EvaluationReport
 from seg.data.datamodule import SegDataModule
-from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, runtime_label
+from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, runtime_record
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
 from seg.runs.provenance import provenance
@@ -77,10 +77,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
             "split": split,
             "images": len(datamodule.val_set),
             "inference": inference.describe(),
-            "precision": inference.precision,
-            "batchnorm_folded": folded,
-            "compiled": inference.compile,
-            "runtime": runtime_label(inference, folded),
+            **runtime_record(inference, folded),
         }
         title = f"{extra['dataset']} {split}, {extra['images']} images, {inference.describe()} ({extra['runtime']})"
         writer = EvaluationReport(out_dir, datamodule.class_names, extra, title)

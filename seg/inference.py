@@ -125,13 +125,16 @@ def class_map(scores: Tensor, dim: int = 1) -> Tensor:
     return scores.max(dim=dim).indices
 
 
-def runtime_label(cfg: InferenceConfig, folded: int = 0) -> str:
-    """How the net runs, for reports: ``compiled bf16 autocast, channels_last, BatchNorm folded (55)``."""
+def runtime_record(cfg: InferenceConfig, folded: int = 0) -> dict:
+    """How the net runs, as ``metrics.json`` of seg-evaluate and seg-predict records it: ``precision``,
+    ``batchnorm_folded``, ``compiled`` and a ``runtime`` label such as ``compiled bf16 autocast, channels_last,
+    BatchNorm folded (55)``."""
     precision = {"32": "fp32", "bf16": "bf16 autocast", "16": "fp16 autocast", None: "caller's precision"}
     parts = [("compiled " if cfg.compile else "eager ") + precision[cfg.precision]]
     parts += ["channels_last"] if cfg.channels_last else []
     parts += [f"BatchNorm folded ({folded})"] if folded else []
-    return ", ".join(parts)
+    label = ", ".join(parts)
+    return {"precision": cfg.precision, "batchnorm_folded": folded, "compiled": cfg.compile, "runtime": label}
 
 
 def auto_flag(value: object) -> bool | None:

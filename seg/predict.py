@@ -39,7 +39,7 @@ from seg.data.io import (
     write_index_mask,
 )
 from seg.data.raster import RowSource, open_rows, write_tiled_mask
-from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, class_map, infer, runtime_label
+from seg.inference import TRAINER_PRECISION, InferenceConfig, auto_flag, class_map, infer, runtime_record
 from seg.large_image import predict_rows, window_count
 from seg.runs.config import run_inference_defaults
 from seg.runs.loaded import LoadedModel, check_num_classes, data_config, load_model
@@ -178,14 +178,7 @@ def _predict(cfg: DictConfig, console: Console) -> Predictions:
     if inference.compile:
         loaded.compile()
     predictor = Predictor(loaded, instantiate(data_cfg.val_transform), inference, device)
-    runtime = {
-        "device": device.type,
-        "inference": inference.describe(),
-        "precision": inference.precision,
-        "batchnorm_folded": folded,
-        "compiled": inference.compile,
-        "runtime": runtime_label(inference, folded),
-    }
+    runtime = {"device": device.type, "inference": inference.describe(), **runtime_record(inference, folded)}
     console.print(f"predicting on {device.type}: {runtime['runtime']}", markup=False, soft_wrap=True)
     # images deeper than 8 bits or with a fourth band: the training run's rule (data.image_scaling, data.extra_bands)
     extra_bands = data_cfg.get("extra_bands") or "error"

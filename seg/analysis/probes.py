@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
-import statistics
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from seg.analysis.paired import PairedDifference, paired_difference
-from seg.analysis.sweep import SEED, Run, load_run, run_value
+from seg.analysis.sweep import SEED, Run, load_run, nan_mean, run_value
 
 LOG_TICKS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 60, 90, 120, 180, 240)  # minutes on a logarithmic axis
 
@@ -78,11 +76,6 @@ def parse_probe(text: str) -> Probe:
     return Probe(name, runs)
 
 
-def _mean(values: Sequence[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return statistics.fmean(values) if values else math.nan
-
-
 def _diff(d: PairedDifference) -> str:
     if d.n == 0:
         return "-"
@@ -111,8 +104,8 @@ def to_markdown(probes: Sequence[Probe], baseline: Probe, split: str) -> str:
             d_val = _diff(paired_difference(val, baseline.by_seed("val")))
         steps = sorted(set(probe.steps()))
         lines.append(
-            f"| {probe.name} | {seeds} | {_mean(list(held.values())):.4f} | {d_held} | "
-            f"{_mean(list(val.values())):.4f} | {d_val} | {_mean([m for m, _ in probe.timed(split)]):.1f} | "
+            f"| {probe.name} | {seeds} | {nan_mean(list(held.values())):.4f} | {d_held} | "
+            f"{nan_mean(list(val.values())):.4f} | {d_val} | {nan_mean([m for m, _ in probe.timed(split)]):.1f} | "
             f"{'/'.join(map(str, steps))} |"
         )
     return "\n".join(lines)
@@ -132,7 +125,7 @@ def plot(probes: Sequence[Probe], split: str, title: str = "") -> Figure:
         spans += xs
         ax.scatter(xs, ys, color=color, alpha=0.45, s=22)
         if xs:
-            ax.scatter([_mean(xs)], [_mean(ys)], color=color, s=90, edgecolor="black", label=probe.name)
+            ax.scatter([nan_mean(xs)], [nan_mean(ys)], color=color, s=90, edgecolor="black", label=probe.name)
     if spans and min(spans) > 0 and max(spans) / min(spans) > 4:
         ax.set_xscale("log")
         ticks = [t for t in LOG_TICKS if min(spans) / 1.2 <= t <= max(spans) * 1.2]

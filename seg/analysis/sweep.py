@@ -291,7 +291,9 @@ def _numbers(runs: Sequence[Run], metric: str) -> list[float]:
     return [float(v) for v in values if isinstance(v, int | float) and not math.isnan(v)]
 
 
-def _mean(values: Sequence[float]) -> float:
+def nan_mean(values: Sequence[float]) -> float:
+    """The mean of the values that are not NaN (a run that did not score a split); NaN when none is left."""
+    values = [v for v in values if not math.isnan(v)]
     return statistics.fmean(values) if values else math.nan
 
 
@@ -305,18 +307,18 @@ def _summarize(values: dict[str, str], runs: list[Run]) -> ConfigSummary:
     splits = {}
     for split in extra_splits(ok):
         values_ = [v for v in (r.split_miou(split) for r in ok) if not math.isnan(v)]
-        splits[split] = (_mean(values_), _std(values_))
+        splits[split] = (nan_mean(values_), _std(values_))
     return ConfigSummary(
         values,
         len(ok),
         len(runs) - len(ok),
-        _mean(miou),
+        nan_mean(miou),
         _std(miou),
         min(miou, default=math.nan),
         max(miou, default=math.nan),
-        _mean(best),
+        nan_mean(best),
         _std(best),
-        _mean(wall),
+        nan_mean(wall),
         _std(wall),
         runs,
         splits,

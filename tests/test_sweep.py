@@ -15,7 +15,7 @@ import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from seg.analysis.sweep import aggregate, find_runs, main, plot, provenance_warnings, report, swept_keys
+from seg.analysis.sweep import aggregate, find_runs, main, nan_mean, plot, provenance_warnings, report, swept_keys
 from seg.utils.machine import cpu_flags, cpu_model
 from tests.helpers import TINY, compose_cfg
 
@@ -128,6 +128,11 @@ def test_slurm_jobs_get_the_schedulers_state(tmp_path, monkeypatch):
     assert runs["2"].status == "ok" and runs["2"].note == ""
     (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Problem talking to the database' >&2\nexit 1\n")
     assert find_runs(tmp_path / "s")[0].note.endswith("[SLURM job 7_0: no answer from sacct]")
+
+
+def test_nan_mean_skips_runs_without_the_figure():
+    assert nan_mean([0.3, math.nan, 0.5]) == pytest.approx(0.4)
+    assert math.isnan(nan_mean([math.nan])) and math.isnan(nan_mean([]))
 
 
 def test_aggregate_over_seeds(seeded):

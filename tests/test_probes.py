@@ -63,3 +63,16 @@ def test_plot_spreads_half_and_full_resolution_minutes_on_a_log_axis(tmp_path):
     assert close.get_xscale() == "linear" and spread.get_xscale() == "log"
     assert [t.get_text() for t in spread.get_xticklabels()] == ["4", "5", "6", "8", "10", "15", "20", "30", "40"]
     assert [t.get_text() for t in spread.get_legend().get_texts()] == ["half", "full"]
+
+
+def test_every_probe_of_a_large_screen_has_its_own_colour_and_marker(tmp_path):
+    from seg.analysis.probes import plot, probe_style
+
+    styles = {(probe_style(i)["color"], probe_style(i)["marker"]) for i in range(90)}
+    assert len(styles) == 90
+    probes = []
+    for i in range(12):
+        probes.append(parse_probe(f"p{i}={make_run(tmp_path, f'r{i}', 1, 0.3 + i / 100, 0.5, 300)}"))
+    handles = plot(probes, SPLIT).axes[0].get_legend().legend_handles
+    looks = {(tuple(h.get_facecolor()[0]), h.get_paths()[0].vertices.tobytes()) for h in handles}
+    assert len(looks) == 12  # probes 1 and 11 share a colour, not a marker

@@ -5,7 +5,7 @@ names a probe and its run folders (globs allowed). Every probe is compared with 
 paired difference and its 95% interval, seg/analysis/paired.py) on ``--split`` (an extra validation split, such as
 a held-out sequence) and on val. Prints a Markdown table (probe, seeds, mean and paired difference on the split,
 val, training minutes, steps) and draws the split's mIoU of every run against its training minutes, one colour
-per probe, its mean as a larger marker.
+and marker per probe, its mean as a larger marker.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from seg.analysis.paired import PairedDifference, paired_difference
 from seg.analysis.sweep import SEED, Run, load_run, nan_mean, run_value
 
 LOG_TICKS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 40, 60, 90, 120, 180, 240)  # minutes on a logarithmic axis
+MARKERS = "osD^v<>ph*"  # a probe's marker: the next shape after every ten colours
 
 
 @dataclass
@@ -111,21 +112,26 @@ def to_markdown(probes: Sequence[Probe], baseline: Probe, split: str) -> str:
     return "\n".join(lines)
 
 
+def probe_style(i: int) -> dict:
+    """The i-th probe's colour and marker: ten colours, then the next marker shape, so that no two of up to 90
+    probes look alike."""
+    return {"color": colormaps["tab10"](i % 10), "marker": MARKERS[(i // 10) % len(MARKERS)]}
+
+
 def plot(probes: Sequence[Probe], split: str, title: str = "") -> Figure:
     """The split's mIoU of every run against its training minutes; a probe's mean as a larger marker. The minutes
     axis is logarithmic where they span more than 4x (half- and full-resolution probes in one figure)."""
     fig = Figure(figsize=(10, 4.8), layout="constrained")
     ax = fig.subplots()
     spans = []
-    palette = colormaps["tab10" if len(probes) <= 10 else "tab20"]  # one colour per probe
     for i, probe in enumerate(probes):
-        color = palette(i % palette.N)
+        style = probe_style(i)
         points = probe.timed(split)
         xs, ys = [m for m, _ in points], [v for _, v in points]
         spans += xs
-        ax.scatter(xs, ys, color=color, alpha=0.45, s=22)
+        ax.scatter(xs, ys, alpha=0.45, s=22, **style)
         if xs:
-            ax.scatter([nan_mean(xs)], [nan_mean(ys)], color=color, s=90, edgecolor="black", label=probe.name)
+            ax.scatter([nan_mean(xs)], [nan_mean(ys)], s=90, edgecolor="black", label=probe.name, **style)
     if spans and min(spans) > 0 and max(spans) / min(spans) > 4:
         ax.set_xscale("log")
         ticks = [t for t in LOG_TICKS if min(spans) / 1.2 <= t <= max(spans) * 1.2]

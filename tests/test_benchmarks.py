@@ -142,6 +142,20 @@ def test_scale_benchmark_runs():
     assert "line: epoch time" in out
 
 
+def test_sample_time_benchmark_prices_an_augmentation_per_batch(tmp_path):
+    """The embedded data with and without brightness-contrast jitter: one row each, the first the reference, the
+    second's extra per batch of 8 what its printed per-sample times say."""
+    data = f"paths.data_dir={tmp_path} data.prepare.num_train=8 data.prepare.num_val=2"
+    jitter = "+data.train_transform.color_jitter=[0.3,0.3,0,0]"
+    out = bench("sample_time.py", data, f"{data} {jitter}", "--samples", "4", "--rounds", "1")
+    rows = [[c.strip() for c in line.split("|")] for line in out.splitlines() if line.startswith("| `paths.")]
+    assert [row[1].endswith("color_jitter=[0.3,0.3,0,0]`") for row in rows] == [False, True], out
+    (plain, jittered) = ([float(row[2]), float(row[3])] for row in rows)
+    assert plain[1] == 0.0 and plain[0] > 0, out
+    assert abs(jittered[1] - 8 * (jittered[0] - plain[0])) <= 0.15, out  # printed to 0.01 ms and 0.1 ms
+    assert "one thread" in out
+
+
 @pytest.mark.slow
 def test_data_pipeline_benchmark_runs():
     if not SHARED_DATA.is_dir():

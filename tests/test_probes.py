@@ -76,3 +76,22 @@ def test_every_probe_of_a_large_screen_has_its_own_colour_and_marker(tmp_path):
     handles = plot(probes, SPLIT).axes[0].get_legend().legend_handles
     looks = {(tuple(h.get_facecolor()[0]), h.get_paths()[0].vertices.tobytes()) for h in handles}
     assert len(looks) == 12  # probes 1 and 11 share a colour, not a marker
+
+
+def test_a_long_title_stays_inside_the_figure_beside_a_wide_legend(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from seg.analysis.probes import plot
+
+    long = "full res, 600 steps: DeepLabV3+ separable OS 32 + brightness-contrast jitter"
+    probes = [parse_probe(f"{long} {i}={make_run(tmp_path, f'r{i}', 1, 0.3, 0.5, 300)}") for i in range(20)]
+    title = "CamVid, held-out sequence 0006R0: mIoU per lever against training minutes (EPYC, fp32; " * 2
+    fig = plot(probes, SPLIT, title)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [t for t in fig.texts + [fig.axes[0].title] if t.get_text()]
+    assert texts, "the figure has no title"
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width, f"title outside the figure: {box}"

@@ -142,7 +142,7 @@ def plot(probes: Sequence[Probe], split: str, title: str = "") -> Figure:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     title = title or f"{split} mIoU per probe (small: one seed, large: the mean)"
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=10)  # over the figure: a wide legend cannot push it out
     return fig
 
 

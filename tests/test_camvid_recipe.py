@@ -39,7 +39,7 @@ def test_camvid_imagenet_recipe_fine_tunes_the_pretrained_lite0_encoder():
     assert cfg.trainer.max_time == "00:00:55:00"
 
 
-def test_the_train_plus_val_recipe_is_the_imagenet_recipe_with_a_separable_decoder_on_468_frames():
+def test_the_train_plus_val_recipe_is_the_imagenet_recipe_with_a_separable_decoder_and_jitter_on_468_frames():
     cfg, base = compose_cfg(["+experiment=camvid_imagenet_trainval"]), compose_cfg(["+experiment=camvid_imagenet_cpu"])
     assert cfg.data.train_split == "train+val" and cfg.task_name == "camvid_imagenet_trainval"
     net = cfg.model.net
@@ -55,6 +55,8 @@ def test_the_train_plus_val_recipe_is_the_imagenet_recipe_with_a_separable_decod
     model, base_model = (OmegaConf.to_container(c.model) for c in (cfg, base))
     assert {k: v for k, v in model.items() if k != "net"} == {k: v for k, v in base_model.items() if k != "net"}
     data, base_data = (OmegaConf.to_container(c.data) for c in (cfg, base))  # data.root stays ??? here
+    assert data["train_transform"].pop("color_jitter") == [0.3, 0.3, 0, 0]  # brightness and contrast only
+    assert base_data["train_transform"].pop("color_jitter") is None
     assert {**data, "train_split": "train"} == base_data
 
 

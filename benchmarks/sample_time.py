@@ -1,7 +1,7 @@
 """Data-loading time of one training sample per composed configuration: what an augmentation costs a worker.
 
-    C="+experiment=camvid_imagenet_trainval data.root=../shared/data/camvid"
-    python benchmarks/sample_time.py "$C" "$C data.train_transform.color_jitter=[0.3,0.3,0,0]"
+    C="+experiment=camvid_imagenet_trainval data.root=../shared/data/camvid"   # carries [0.3,0.3,0,0] jitter
+    python benchmarks/sample_time.py "$C data.train_transform.color_jitter=null" "$C"
 
 Each argument is one configuration's overrides (as on ``seg-train``'s command line). Its training set is built as
 ``seg.train`` builds it (reader, per-sample checks, the configured augmentation, normalisation, to tensor), and
